@@ -1,0 +1,3 @@
+from earthvl.cli import main
+
+raise SystemExit(main())

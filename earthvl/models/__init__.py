@@ -1,0 +1,1 @@
+"""Model construction: tiny offline models and (later) loaders for real checkpoints."""

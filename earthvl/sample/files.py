@@ -1,0 +1,54 @@
+"""Byte-reproducible writers: PNG, JSON, zip and tar members with fixed metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) or (H, W) uint8 array as PNG (no timestamps or other varying chunks)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def write_zip(dest: Path, root: Path, members: list[str]) -> Path:
+    """Zip `members` (paths relative to `root`) into `dest` with fixed timestamps; PNGs stored, the rest deflated."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with zipfile.ZipFile(tmp, "w") as archive:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
+            archive.writestr(info, (root / name).read_bytes())
+    tmp.replace(dest)
+    return dest
+
+
+def add_tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a file to a tar with fixed owner, mode and time so that the archive is byte-reproducible."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    archive.addfile(info, io.BytesIO(data))

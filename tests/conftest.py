@@ -1,0 +1,14 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def sample_world(tmp_path_factory):
+    """A small sample world with zips, shared by the tests that only read it."""
+    from earthvl.sample import generate_sample
+
+    return generate_sample(tmp_path_factory.mktemp("world"), tiles=12, seed=3, gaia_images=30, zip_archives=True, progress=False)
