@@ -11,4 +11,6 @@ def sample_world(tmp_path_factory):
     """A small sample world with zips, shared by the tests that only read it."""
     from earthvl.sample import generate_sample
 
-    return generate_sample(tmp_path_factory.mktemp("world"), tiles=12, seed=3, gaia_images=30, zip_archives=True, progress=False)
+    return generate_sample(
+        tmp_path_factory.mktemp("world"), tiles=12, seed=3, gaia_images=30, zip_archives=True, keep_label_maps=True, progress=False
+    )

@@ -142,3 +142,19 @@ def test_event_pixels_match_captions(sample_world):
                 assert named > 1.5 * other, (scene.event, scene.side, named, other)
         checked.add(scene.event)
     assert len(checked) == 6
+
+
+def test_shards_roll_over_and_keys_stay_unique(tmp_path, monkeypatch):
+    from earthvl.sample.gaia import write_gaia
+
+    monkeypatch.setattr(layout, "SAMPLES_PER_SHARD", 4)
+    sample = write_gaia(tmp_path, images=20, seed=2, progress=False)
+    train = [s for s in sample.scenes if s.split == "train"]
+    shards = sorted((tmp_path / "train").glob("*.tar"))
+    assert [p.name for p in shards] == [f"{i:05d}.tar" for i in range(-(-len(train) // 4))]
+    members = shard_members(tmp_path, "train")
+    keys = sorted({name.split(".")[0] for name in members})
+    assert len(keys) == sum(s.downloaded for s in train)
+    assert all(k[:5] == f"{int(k[:5]):05d}" and int(k[5:]) < 4 for k in keys)
+    counts = [json.loads(p.read_text())["count"] for p in sorted((tmp_path / "train").glob("*_stats.json"))]
+    assert sum(counts) == len(train) and max(counts) == 4

@@ -75,11 +75,13 @@ def generate_sample(
     zip_archives: bool = False,
     models: bool = False,
     overwrite: bool = False,
+    keep_label_maps: bool = False,
     progress: bool = True,
 ) -> SampleWorld:
     """Write the sample world under `out`: `chatearthnet/` (extracted Zenodo layout), `gaia/` (metadata JSON and
     img2dataset shards), with `zip_archives` also `chatearthnet_zenodo/*.zip`, with `models` also the tiny models
-    under `models/`. Byte-identical for the same arguments."""
+    under `models/`. Byte-identical for the same arguments. `keep_label_maps` keeps each patch's land-cover map in
+    the returned object (ground truth the upstream files do not ship; about 64 KB a patch)."""
     gaia_images = tiles if gaia_images is None else gaia_images
     _check_count("tiles", tiles)
     _check_count("gaia_images", gaia_images)
@@ -88,7 +90,9 @@ def generate_sample(
     out = Path(out)
     _prepare_output(out, overwrite)
     try:
-        chatearthnet = write_chatearthnet(out / CHATEARTHNET_DIR, tiles, seed, progress=progress)
+        chatearthnet = write_chatearthnet(
+            out / CHATEARTHNET_DIR, tiles, seed, keep_label_maps=keep_label_maps, progress=progress
+        )
         gaia = write_gaia(out / GAIA_DIR, gaia_images, seed, progress=progress)
         zips = write_zenodo_zips(out / CHATEARTHNET_DIR, out / ZENODO_DIR) if zip_archives else []
         built: dict[str, Path] = {}

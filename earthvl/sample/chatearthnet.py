@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.landcover import BACKGROUND, caption_statistics
 from earthvl.sample.captions import gpt4v_caption, gpt35_caption
-from earthvl.sample.files import json_bytes, png_bytes, write_bytes, write_zip
+from earthvl.sample.files import PngWriter, json_bytes, write_bytes, write_zip
 from earthvl.sample.spectra import render_bands
 from earthvl.sample.splits import assign_splits
 from earthvl.sample.terrain import BIOMES, Biome, land_cover_map
@@ -36,7 +36,8 @@ class SamplePatch:
     tile_x: int
     tile_y: int
     patch: str
-    label_map: np.ndarray
+    label_map: np.ndarray | None
+    """The 256 px land-cover map, kept only when asked for (`keep_label_maps`)."""
     nodata: str | None
     """'white' or 'black' for the blank no-data placeholders."""
 
@@ -84,7 +85,9 @@ def caption_rng(seed: int, tile: int, patch: int) -> np.random.Generator:
     return np.random.default_rng([seed, _CAPTION, tile, patch])
 
 
-def write_chatearthnet(root: Path, tiles: int, seed: int, *, progress: bool = True) -> ChatEarthNetSample:
+def write_chatearthnet(
+    root: Path, tiles: int, seed: int, *, keep_label_maps: bool = False, progress: bool = True
+) -> ChatEarthNetSample:
     """Generate `tiles` 512 px tiles (four patches each) under `root` in ChatEarthNet's extracted layout."""
     nodata_rng = np.random.default_rng([seed, _NODATA])
     n_patches = 4 * tiles
@@ -98,25 +101,27 @@ def write_chatearthnet(root: Path, tiles: int, seed: int, *, progress: bool = Tr
     }
     rank_in_split = dict.fromkeys(layout.SPLITS, 0)
     tile_iter = tqdm(iter_tiles(seed, tiles), total=tiles, desc="ChatEarthNet tiles", disable=not progress)
-    for t, x, y, split, labels, rng in tile_iter:
-        bands = render_bands(rng, labels)
-        with_gpt4v = rank_in_split[split] % GPT4V_EVERY == 0
-        rank_in_split[split] += 1
-        for p, patch, window in iter_patches(labels):
-            patch_labels, patch_bands = labels[window].copy(), bands[window]
-            nodata = nodata_at.get(4 * t + p)
-            if nodata:
-                patch_labels[:] = BACKGROUND
-                patch_bands = np.full_like(patch_bands, 255 if nodata == "white" else 0)
-            name = layout.patch_file_name(x, y, patch)
-            for g, group in enumerate(layout.BAND_GROUPS):
-                write_bytes(root / layout.image_path(group, name), png_bytes(patch_bands[..., 3 * g : 3 * g + 3]))
-            stats = caption_statistics(patch_labels)
-            rng_caption = caption_rng(seed, t, p)
-            records["gpt35", split].append(_record(name, gpt35_caption(stats, rng_caption)))
-            if with_gpt4v:
-                records["gpt4v", split].append(_record(name, gpt4v_caption(stats, patch_labels, rng_caption)))
-            sample.patches.append(SamplePatch(name, split, x, y, patch, patch_labels, nodata))
+    with PngWriter() as pngs:
+        for t, x, y, split, labels, rng in tile_iter:
+            bands = render_bands(rng, labels)
+            with_gpt4v = rank_in_split[split] % GPT4V_EVERY == 0
+            rank_in_split[split] += 1
+            for p, patch, window in iter_patches(labels):
+                patch_labels, patch_bands = labels[window].copy(), bands[window]
+                nodata = nodata_at.get(4 * t + p)
+                if nodata:
+                    patch_labels[:] = BACKGROUND
+                    patch_bands = np.full_like(patch_bands, 255 if nodata == "white" else 0)
+                name = layout.patch_file_name(x, y, patch)
+                for g, group in enumerate(layout.BAND_GROUPS):
+                    pngs.write(root / layout.image_path(group, name), patch_bands[..., 3 * g : 3 * g + 3])
+                stats = caption_statistics(patch_labels)
+                rng_caption = caption_rng(seed, t, p)
+                records["gpt35", split].append(_record(name, gpt35_caption(stats, rng_caption)))
+                if with_gpt4v:
+                    records["gpt4v", split].append(_record(name, gpt4v_caption(stats, patch_labels, rng_caption)))
+                kept = patch_labels if keep_label_maps else None
+                sample.patches.append(SamplePatch(name, split, x, y, patch, kept, nodata))
     for (source, split), rows in records.items():
         write_bytes(root / layout.json_path(source, split), json_bytes([_quirk(i, r) for i, r in enumerate(rows)]))
     return sample

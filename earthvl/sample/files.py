@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,33 @@ def png_bytes(array: np.ndarray) -> bytes:
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+class PngWriter:
+    """Encodes and writes PNGs on a thread pool (zlib releases the GIL); errors surface on exit."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self._pending: list[Future] = []
+
+    def write(self, path: Path, array: np.ndarray) -> None:
+        self._pending.append(self._pool.submit(lambda: write_bytes(path, png_bytes(array))))
+        if len(self._pending) > 256:
+            self._drain()
+
+    def _drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> "PngWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -21,7 +21,7 @@ from earthvl.sample.spectra import render_bands
 from earthvl.sample.splits import assign_splits
 from earthvl.sample.terrain import BIOMES, land_cover_map, smooth_field
 
-_PLAN, _SCENE = 11, 12
+_PLAN, _SCENE, _SHARDS = 11, 12, 13
 FAILED_DOWNLOAD_FRACTION = 0.04
 NULL_FRACTION = 0.05
 COLUMN_ORIENTED_SPLITS = ("validation",)
@@ -244,52 +244,73 @@ def write_gaia(root: Path, images: int, seed: int, *, progress: bool = True) -> 
     failed = set(plan_rng.choice(images, n_failed, replace=False).tolist())
 
     sample = GaiaSample(root=root)
-    by_split: dict[str, list[tuple[np.ndarray | None, dict]]] = {s: [] for s in layout.SPLITS}
-    for index in tqdm(range(images), desc="GAIA scenes", disable=not progress):
-        event = events[index]
-        pixels, record, direction, side, source_xy = _scene(seed, index, event)
-        downloaded = index not in failed
-        by_split[splits[index]].append((pixels if downloaded else None, record))
-        sample.scenes.append(SampleScene(record, splits[index], event.key, direction, side, source_xy, downloaded))
-    for split, rows in by_split.items():
-        records = [r for _, r in rows]
-        if split in COLUMN_ORIENTED_SPLITS:
-            payload: object = {f: {str(i): r[f] for i, r in enumerate(records)} for f in layout.FIELDS}
-        else:
-            payload = records
-        write_bytes(root / layout.json_path(split), json_bytes(payload))
-        _write_shards(root / layout.shard_dir(split), rows, plan_rng)
+    with tqdm(total=images, desc="GAIA scenes", disable=not progress) as bar:
+        for split in layout.SPLITS:
+            records = []
+            with _ShardWriter(root / layout.shard_dir(split), np.random.default_rng([seed, _SHARDS, len(sample.scenes)])) as shards:
+                for index in (i for i in range(images) if splits[i] == split):
+                    pixels, record, direction, side, source_xy = _scene(seed, index, events[index])
+                    downloaded = index not in failed
+                    shards.add(pixels if downloaded else None, record)
+                    records.append(record)
+                    sample.scenes.append(SampleScene(record, split, events[index].key, direction, side, source_xy, downloaded))
+                    bar.update()
+            if split in COLUMN_ORIENTED_SPLITS:
+                payload: object = {f: {str(i): r[f] for i, r in enumerate(records)} for f in layout.FIELDS}
+            else:
+                payload = records
+            write_bytes(root / layout.json_path(split), json_bytes(payload))
     return sample
 
 
-def _write_shards(folder: Path, rows: list[tuple[np.ndarray | None, dict]], rng: np.random.Generator) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for shard_id in range(max(1, -(-len(rows) // layout.SAMPLES_PER_SHARD))):
-        chunk = rows[shard_id * layout.SAMPLES_PER_SHARD : (shard_id + 1) * layout.SAMPLES_PER_SHARD]
-        successes = 0
-        with tarfile.open(folder / layout.shard_name(shard_id), "w", format=tarfile.GNU_FORMAT) as archive:
-            for index, (pixels, record) in enumerate(chunk):
-                if pixels is None:
-                    continue
-                key = layout.sample_key(shard_id, index)
-                image = png_bytes(pixels)
-                scale = rng.uniform(1.5, 6.0)
-                meta = {
-                    "url": record["image_src"], "caption": record["image_alt"], "id": record["id"],
-                    "captions": record["captions"], "key": key, "status": "success", "error_message": None,
-                    "width": pixels.shape[1], "height": pixels.shape[0],
-                    "original_width": int(pixels.shape[1] * scale), "original_height": int(pixels.shape[0] * scale),
-                    "exif": "{}", "sha256": hashlib.sha256(image).hexdigest(),
-                }
-                assert tuple(meta) == layout.SHARD_JSON_FIELDS
-                add_tar_member(archive, f"{key}.png", image)
-                add_tar_member(archive, f"{key}.txt", record["image_alt"].encode("utf-8"))
-                add_tar_member(archive, f"{key}.json", json.dumps(meta).encode("utf-8"))
-                successes += 1
-        failures = len(chunk) - successes
-        stats = {"count": len(chunk), "successes": successes, "failed_to_download": failures, "failed_to_resize": 0,
-                 "status_dict": {"success": successes, **({"Error 404 Not Found": failures} if failures else {})}}
-        write_bytes(folder / f"{shard_id:0{layout.SHARD_DIGITS}d}_stats.json", json_bytes(stats))
+class _ShardWriter:
+    """Streams samples into img2dataset-style shards: `NNNNN.tar` plus `NNNNN_stats.json`, keys counting failures."""
+
+    def __init__(self, folder: Path, rng: np.random.Generator) -> None:
+        self.folder, self.rng = folder, rng
+        self.shard_id, self.index, self.successes = 0, 0, 0
+        self.archive: tarfile.TarFile | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> "_ShardWriter":
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        self.archive = tarfile.open(self.folder / layout.shard_name(self.shard_id), "w", format=tarfile.GNU_FORMAT)
+
+    def add(self, pixels: np.ndarray | None, record: dict) -> None:
+        if self.index == layout.SAMPLES_PER_SHARD:
+            self._close()
+            self.shard_id, self.index, self.successes = self.shard_id + 1, 0, 0
+            self._open()
+        key = layout.sample_key(self.shard_id, self.index)
+        self.index += 1
+        if pixels is None:  # a failed download keeps its key but writes nothing, as in img2dataset
+            return
+        image = png_bytes(pixels)
+        scale = self.rng.uniform(1.5, 6.0)
+        meta = {
+            "url": record["image_src"], "caption": record["image_alt"], "id": record["id"],
+            "captions": record["captions"], "key": key, "status": "success", "error_message": None,
+            "width": pixels.shape[1], "height": pixels.shape[0],
+            "original_width": int(pixels.shape[1] * scale), "original_height": int(pixels.shape[0] * scale),
+            "exif": "{}", "sha256": hashlib.sha256(image).hexdigest(),
+        }
+        add_tar_member(self.archive, f"{key}.png", image)
+        add_tar_member(self.archive, f"{key}.txt", record["image_alt"].encode("utf-8"))
+        add_tar_member(self.archive, f"{key}.json", json.dumps(meta).encode("utf-8"))
+        self.successes += 1
+
+    def _close(self) -> None:
+        self.archive.close()
+        failures = self.index - self.successes
+        stats = {"count": self.index, "successes": self.successes, "failed_to_download": failures, "failed_to_resize": 0,
+                 "status_dict": {"success": self.successes, **({"Error 404 Not Found": failures} if failures else {})}}
+        write_bytes(self.folder / f"{self.shard_id:0{layout.SHARD_DIGITS}d}_stats.json", json_bytes(stats))
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
 
 
 def gaia_texts() -> list[str]:
