@@ -76,3 +76,18 @@ def test_sample_corpus_is_deterministic_and_covers_both_datasets():
     assert corpus == sample_corpus()
     text = " ".join(corpus)
     assert "The image showcases:" in text and "dominated by" in text and "mangroves" in text
+
+
+def test_models_flag_builds_reloadable_tiny_models_on_the_sample_texts(tmp_path):
+    from transformers import AutoProcessor, CLIPModel
+
+    out = tmp_path / "w"
+    assert main(["sample", "--out", str(out), "--tiles", "3", "--models", "--quiet"]) == 0
+    assert json.loads((out / "sample_world.json").read_text())["models"] == ["tiny-blip2", "tiny-clip", "tiny-llava"]
+    model = CLIPModel.from_pretrained(out / "models" / "tiny-clip")
+    processor = AutoProcessor.from_pretrained(out / "models" / "tiny-clip")
+    caption = json.loads((out / "chatearthnet" / "json_files" / "ChatEarthNet_caps_35_train.json").read_text())[0]["caption"]
+    ids = processor.tokenizer(caption)["input_ids"]
+    assert len(ids) < len(caption.split()) * 1.3  # the tokenizer was trained on these texts: mostly whole words
+    assert processor.tokenizer.decode(ids, skip_special_tokens=True) == caption
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)

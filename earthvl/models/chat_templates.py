@@ -1,0 +1,48 @@
+"""Chat templates shared by the tokenizers and processors that earthvl builds.
+
+A template lives here once; the tokenizer's ``chat_template`` and the processor's ``chat_template`` both point
+at the same string so the two can never disagree.
+"""
+
+# LLaVA-1.5 ("vicuna_v1") conversation format:
+#
+#     <s>[system ]USER: <image>\n<question> ASSISTANT: <answer></s>USER: ... ASSISTANT:
+#
+# - Content may be a string or a list of parts ``{"type": "image"}`` / ``{"type": "text", "text": ...}``.
+#   As in LLaVA-1.5 (and llava-hf's own template), a turn's images come first, one ``<image>\n`` each, then its
+#   text parts joined by a space.
+# - The template starts with the bos token because ``apply_chat_template`` tokenizes with
+#   ``add_special_tokens=False`` (TRL does the same when it tokenizes rendered chats).
+# - Each assistant answer, with its leading space and closing eos, sits inside ``{% generation %}`` so that
+#   ``return_assistant_tokens_mask=True`` (TRL's ``assistant_only_loss=True``) trains on exactly those tokens: the
+#   model learns to continue the generation prompt "ASSISTANT:" (space included) and to stop.
+LLAVA_CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}"
+    "{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
+    "{%- else -%}"
+    "{%- set parts = message['content'] -%}"
+    "{%- endif -%}"
+    "{%- set text = parts | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
+    "{%- if message['role'] == 'system' -%}"
+    "{{- text + ' ' -}}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{{- 'USER: ' -}}"
+    "{%- for part in parts | selectattr('type', 'equalto', 'image') -%}"
+    "{{- '<image>\\n' -}}"
+    "{%- endfor -%}"
+    "{{- text + ' ' -}}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{- 'ASSISTANT:' -}}"
+    "{%- generation -%}"
+    "{{- ' ' + text + eos_token -}}"
+    "{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{- raise_exception('Unsupported role: ' + message['role']) -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- 'ASSISTANT:' -}}"
+    "{%- endif -%}"
+)
