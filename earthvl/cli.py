@@ -11,34 +11,58 @@ from earthvl.errors import EarthvlError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
+    "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
 }
-"""Subcommand -> (script module exposing `make_parser(prog)` and `main(*dataclasses)`, help)."""
+"""Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
+`main(*dataclasses)`, help)."""
 
 
 def _build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="earthvl", description="Remote-sensing vision-language work on the Hugging Face stack.")
     parser.add_argument("--version", action="version", version=f"earthvl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, list[str]] = {}
     for name, (_, help_text) in COMMANDS.items():
-        subparsers.add_parser(name, help=help_text, add_help=False)
+        group, _, member = name.partition(" ")
+        if member:
+            groups.setdefault(group, []).append(member)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+    for group, members in groups.items():
+        subparsers.add_parser(group, help=f"{group} {'|'.join(members)}", add_help=False)
     return parser
+
+
+def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The command named at the start of `argv` (one or two words) and the arguments after it."""
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    if argv and argv[0] in COMMANDS:
+        return argv[0], argv[1:]
+    return None, argv
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the earthvl CLI; returns the exit code (2 for a problem with the user's input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser()
-    args, _ = parser.parse_known_args(argv[:1])
-    if args.command is None:
+    command, rest = _split_command(argv)
+    if command is None:
+        parser = _build_parser()
+        if argv and not argv[0].startswith("-"):
+            members = [name.split(" ", 1)[1] for name in COMMANDS if name.startswith(argv[0] + " ")]
+            if members:
+                parser.error(f"'{argv[0]}' needs one of: {', '.join(members)}")
+            parser.error(f"unknown command {argv[0]!r}; known commands: {', '.join(COMMANDS)}")
+        parser.parse_args(argv)
         parser.print_help()
         return 0
-    module = importlib.import_module(COMMANDS[args.command][0])
-    script_parser = module.make_parser(prog=f"earthvl {args.command}")
+    module = importlib.import_module(COMMANDS[command][0])
+    script_parser = module.make_parser(prog=f"earthvl {command}")
     try:
-        script_args = script_parser.parse_args_and_config(argv[1:])
+        script_args = script_parser.parse_args_and_config(rest)
         return module.main(*script_args) or 0
     except EarthvlError as error:
-        print(f"earthvl {args.command}: error: {error}", file=sys.stderr)
+        print(f"earthvl {command}: error: {error}", file=sys.stderr)
         return 2
 
 

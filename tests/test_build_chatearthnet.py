@@ -1,0 +1,256 @@
+"""The ChatEarthNet builder against a sample world: zips and tree agree, the folder loads offline with every row,
+feature and original byte, bad records are skipped and reported, and builds are atomic."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import Image, load_dataset
+from huggingface_hub import DatasetCard
+from PIL import Image as PILImage
+
+from earthvl.builders.chatearthnet import build, layout
+from earthvl.builders.chatearthnet.build import CONFIGS, build_chatearthnet, features_for, stack_bands
+from earthvl.errors import EarthvlError
+from earthvl.sample import generate_sample
+
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_sample(tmp_path_factory.mktemp("world"), tiles=6, seed=1, zip_archives=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tree(world):
+    return world.chatearthnet.root
+
+
+@pytest.fixture(scope="module")
+def built(world, tmp_path_factory):
+    """The same dataset built from the zips and from the extracted tree."""
+    out = tmp_path_factory.mktemp("built")
+    reports = {
+        "zip": build_chatearthnet(world.root / "chatearthnet_zenodo", out / "from_zip", progress=False),
+        "tree": build_chatearthnet(world.chatearthnet.root, out / "from_tree", progress=False),
+    }
+    return out / "from_zip", out / "from_tree", reports
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("hf_cache"))
+
+
+def records(root: Path, source: str, split: str) -> list[tuple[str, str]]:
+    """(file name, caption) of each upstream record, both spellings normalised, independently of the builder."""
+    rows = json.loads((root / layout.json_path(source, split)).read_text())
+    return [
+        (r.get("image", r.get("image_id")), r["caption"][0] if isinstance(r["caption"], list) else r["caption"])
+        for r in rows
+    ]
+
+
+def shards(folder: Path, config: str) -> list[str]:
+    return sorted(p.name for p in (folder / "data" / config).iterdir())
+
+
+def test_zips_and_tree_give_identical_rows(built):
+    from_zip, from_tree, reports = built
+    assert reports["zip"]["source_kind"] == "zip" and reports["tree"]["source_kind"] == "tree"
+    assert reports["zip"]["rows"] == reports["tree"]["rows"]
+    assert reports["zip"]["skipped"] == reports["tree"]["skipped"] == []
+    for config in CONFIGS:
+        assert shards(from_zip, config) == shards(from_tree, config) == [
+            f"{split}-00000-of-00001.parquet" for split in sorted(SPLITS)
+        ]
+        for name in shards(from_zip, config):
+            a = pq.read_table(from_zip / "data" / config / name)
+            b = pq.read_table(from_tree / "data" / config / name)
+            assert a.equals(b) and a.num_rows > 0
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_every_config_loads_with_all_rows_and_original_bytes(built, tree, cache, config):
+    source, multispectral = CONFIGS[config]
+    dataset = load_dataset(str(built[0]), config, cache_dir=cache)
+    assert sorted(dataset) == sorted(SPLITS)
+    image_columns = ["image", "red_edge", "nir_swir"] if multispectral else ["image"]
+    for split in SPLITS:
+        expected = records(tree, source, split)
+        rows = dataset[split]
+        assert rows.features == features_for(multispectral)
+        assert rows.num_rows == len(expected) == built[2]["zip"]["rows"][config][split]
+        assert list(zip(rows["file_name"], rows["caption"])) == expected
+        for column in image_columns:
+            rows = rows.cast_column(column, Image(decode=False))
+        group_of = {"image": "rgb", "red_edge": "red_edge", "nir_swir": "nir_swir"}
+        for row in rows:
+            for column in image_columns:
+                original = tree / layout.image_path(group_of[column], row["file_name"])
+                assert row[column]["bytes"] == original.read_bytes()
+                assert row[column]["path"] == row["file_name"]
+
+
+def test_tile_patch_and_coordinates_of_a_known_file(built, world, cache):
+    patch = next(p for p in world.chatearthnet.patches if p.split == "test" and p.patch == "10")
+    rows = load_dataset(str(built[0]), "gpt35", split="test", cache_dir=cache)
+    row = rows[rows["file_name"].index(patch.file_name)]
+    # upstream-data.md: tile centre from the zoom-13 index, then a quarter-tile offset for the patch
+    n = 8192
+    fx, fy = patch.tile_x + 0.5 - 0.25, patch.tile_y + 0.5 + 0.25  # patch "10": bottom-left quarter
+    lon = fx / n * 360 - 180
+    lat = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * fy / n))))
+    assert (row["tile_x"], row["tile_y"], row["patch"]) == (patch.tile_x, patch.tile_y, "10")
+    assert row["lat"] == pytest.approx(lat, abs=1e-4) and row["lon"] == pytest.approx(lon, abs=1e-4)
+
+
+def test_is_nodata_exactly_for_the_blank_patches(built, world, cache):
+    blank = {p.file_name for p in world.chatearthnet.patches if p.nodata}
+    assert blank
+    for config in ("gpt35", "gpt35-multispectral"):
+        dataset = load_dataset(str(built[0]), config, cache_dir=cache)
+        flags = [zip(dataset[split]["file_name"], dataset[split]["is_nodata"]) for split in SPLITS]
+        flagged = {name for split_flags in flags for name, is_nodata in split_flags if is_nodata}
+        assert flagged == blank
+
+
+def test_stack_bands_in_band_order(built, tree, cache):
+    rows = load_dataset(str(built[0]), "gpt4v-multispectral", split="validation", cache_dir=cache)
+    raw = rows.cast_column("red_edge", Image(decode=False))
+    for decoded, undecoded in zip(rows.select(range(2)), raw.select(range(2))):
+        name = decoded["file_name"]
+        groups = ("rgb", "red_edge", "nir_swir")
+        pngs = [np.asarray(PILImage.open(tree / layout.image_path(group, name))) for group in groups]
+        expected = np.concatenate(pngs, axis=-1).transpose(2, 0, 1)
+        assert layout.BANDS == ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12")
+        for row in (decoded, undecoded):
+            stacked = stack_bands(row)
+            assert stacked.shape == (9, 256, 256) and stacked.dtype == np.uint8
+            assert np.array_equal(stacked, expected)
+    rgb_row = load_dataset(str(built[0]), "gpt4v", split="validation", cache_dir=cache)[0]
+    with pytest.raises(EarthvlError, match="red_edge"):
+        stack_bands(rgb_row)
+
+
+def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache):
+    source = tmp_path / "chatearthnet"
+    shutil.copytree(world.chatearthnet.root, source)
+    train = [name for name, _ in records(source, "gpt35", "train")]
+    truncated, deleted_rgb, deleted_nir, garbage_red_edge = train[:4]
+    png = source / layout.image_path("rgb", truncated)
+    png.write_bytes(png.read_bytes()[:200])
+    (source / layout.image_path("rgb", deleted_rgb)).unlink()
+    (source / layout.image_path("nir_swir", deleted_nir)).unlink()
+    (source / layout.image_path("red_edge", garbage_red_edge)).write_bytes(b"not a png")
+    json_file = source / layout.json_path("gpt35", "train")
+    rows = json.loads(json_file.read_text())
+    bad_records = [{"img": "x.png", "caption": "a"}, {"image": train[5], "caption": 5}]  # train[5]'s own record stays
+    json_file.write_text(json.dumps(rows + bad_records))
+
+    out = tmp_path / "out"
+    report = build_chatearthnet(source, out, configs=["gpt35", "gpt35-multispectral"], splits="train", progress=False)
+
+    reasons = {(s["config"], s["file_name"]): s["reason"] for s in report["skipped"]}
+    json_name = layout.json_path("gpt35", "train")
+    assert all(s["json_file"] == json_name and s["split"] == "train" for s in report["skipped"])
+    for config in ("gpt35", "gpt35-multispectral"):
+        assert reasons[config, truncated].startswith("corrupt PNG s2_rgb_images/s2_images/" + truncated)
+        assert reasons[config, deleted_rgb] == f"missing PNG s2_rgb_images/s2_images/{deleted_rgb}"
+        assert reasons[config, None] == "record has no 'image' or 'image_id' string"
+        assert reasons[config, train[5]].startswith("caption is not a string")
+    assert reasons["gpt35-multispectral", deleted_nir] == f"missing PNG s2_band_8_11_12_images/{deleted_nir}"
+    assert reasons["gpt35-multispectral", garbage_red_edge].startswith("corrupt PNG s2_band_5_6_7_images/")
+    assert len(report["skipped"]) == 4 + 6
+    assert report["rows"] == {"gpt35": {"train": len(train) - 2}, "gpt35-multispectral": {"train": len(train) - 4}}
+    assert json.loads((out / "build_report.json").read_text()) == report
+
+    dataset = load_dataset(str(out), "gpt35-multispectral", cache_dir=cache)
+    assert list(dataset) == ["train"]
+    assert dataset["train"]["file_name"] == train[4:]
+
+
+def test_source_without_data_names_the_path(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with pytest.raises(EarthvlError, match="no ChatEarthNet data in .*" + tmp_path.name + ".*json_files.zip"):
+        build_chatearthnet(tmp_path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_config_and_foreign_output_are_refused(tree, tmp_path):
+    with pytest.raises(EarthvlError, match="gpt5.*choose from gpt35"):
+        build_chatearthnet(tree, tmp_path / "out", configs=["gpt5"], progress=False)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep")
+    with pytest.raises(EarthvlError, match="not an earlier ChatEarthNet build"):
+        build_chatearthnet(tree, foreign, progress=False)
+    assert (foreign / "precious.txt").read_text() == "keep"
+
+
+def test_card_parses_and_its_configs_match_the_folders(built):
+    folder = built[0]
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.license == "cc-by-4.0"
+    assert "image-to-text" in card.data.task_categories
+    configs = card.data.configs
+    assert sorted(c["config_name"] for c in configs) == sorted(p.name for p in (folder / "data").iterdir())
+    assert [c["config_name"] for c in configs if c.get("default")] == ["gpt35"]
+    for entry in configs:
+        assert [f["split"] for f in entry["data_files"]] == list(SPLITS)
+        for data_file in entry["data_files"]:
+            matched = [p.name for p in folder.glob(data_file["path"])]
+            assert matched == [f"{data_file['split']}-00000-of-00001.parquet"]
+    assert "Yuan" in card.text and "Earth System Science Data" in card.text
+    assert "B4, B3, B2, B5, B6, B7, B8, B11, B12" in card.text
+
+
+def test_shards_split_by_byte_budget(tree, tmp_path, cache):
+    out = tmp_path / "out"
+    build_chatearthnet(tree, out, configs="gpt4v", splits=["train"], progress=False, max_shard_bytes=1)
+    expected = records(tree, "gpt4v", "train")
+    total = len(expected)
+    assert shards(out, "gpt4v") == [f"train-{i:05d}-of-{total:05d}.parquet" for i in range(total)]
+    rows = load_dataset(str(out), "gpt4v", split="train", cache_dir=cache)
+    assert list(zip(rows["file_name"], rows["caption"])) == expected
+
+
+def test_interrupted_build_leaves_nothing_loadable_and_rebuild_replaces(tree, tmp_path, cache, monkeypatch):
+    out = tmp_path / "out"
+    real_close, calls = build._ShardWriter.close, []
+
+    def failing_close(self):
+        calls.append(self.split)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real_close(self)
+
+    monkeypatch.setattr(build._ShardWriter, "close", failing_close)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_chatearthnet(tree, out, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(build._ShardWriter, "close", real_close)
+    first = build_chatearthnet(tree, out, configs=["gpt4v"], progress=False)
+    before = {p.name: p.read_bytes() for p in (out / "data" / "gpt4v").iterdir()}
+
+    # an interrupted rebuild keeps the earlier build intact
+    calls.clear()
+    monkeypatch.setattr(build._ShardWriter, "close", failing_close)
+    with pytest.raises(RuntimeError):
+        build_chatearthnet(tree, out, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert {p.name: p.read_bytes() for p in (out / "data" / "gpt4v").iterdir()} == before
+
+    monkeypatch.setattr(build._ShardWriter, "close", real_close)
+    second = build_chatearthnet(tree, out, configs=["gpt4v", "gpt35"], progress=False)
+    assert second["rows"]["gpt4v"] == first["rows"]["gpt4v"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["gpt35", "gpt4v"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    rows = load_dataset(str(out), "gpt35", split="train", cache_dir=cache)
+    assert rows.num_rows == len(records(tree, "gpt35", "train"))
