@@ -97,9 +97,7 @@ def generate_sample(
         zips = write_zenodo_zips(out / CHATEARTHNET_DIR, out / ZENODO_DIR) if zip_archives else []
         built: dict[str, Path] = {}
         if models:
-            from earthvl.models.tiny import build_all
-
-            built = build_all(out / MODELS_DIR, corpus=sample_corpus(seed))
+            built = _build_models(out / MODELS_DIR, seed, progress)
     except OSError as error:
         raise EarthvlError(f"writing the sample world failed at {error.filename or out}: {error.strerror or error}") from error
     manifest = {
@@ -116,6 +114,21 @@ def generate_sample(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return SampleWorld(out, chatearthnet, gaia, zips, built)
+
+
+def _build_models(folder: Path, seed: int, progress: bool) -> dict[str, Path]:
+    from transformers.utils import logging
+
+    from earthvl.models.tiny import build_all
+
+    was_enabled = logging.is_progress_bar_enabled()
+    if not progress:
+        logging.disable_progress_bar()
+    try:
+        return build_all(folder, corpus=sample_corpus(seed))
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _per_split(splits: Iterable[str]) -> dict[str, int]:
