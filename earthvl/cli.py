@@ -21,16 +21,22 @@ def _build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="earthvl", description="Remote-sensing vision-language work on the Hugging Face stack.")
     parser.add_argument("--version", action="version", version=f"earthvl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    groups: dict[str, list[str]] = {}
     for name, (_, help_text) in COMMANDS.items():
+        if " " not in name:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+    for group, members in _groups().items():
+        subparsers.add_parser(group, help=f"{group} {'|'.join(members)}", add_help=False)
+    return parser
+
+
+def _groups() -> dict[str, list[str]]:
+    """Two-word commands by their first word, e.g. {"build": ["chatearthnet"]}."""
+    groups: dict[str, list[str]] = {}
+    for name in COMMANDS:
         group, _, member = name.partition(" ")
         if member:
             groups.setdefault(group, []).append(member)
-        else:
-            subparsers.add_parser(name, help=help_text, add_help=False)
-    for group, members in groups.items():
-        subparsers.add_parser(group, help=f"{group} {'|'.join(members)}", add_help=False)
-    return parser
+    return groups
 
 
 def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser = _build_parser()
         if argv and not argv[0].startswith("-"):
-            members = [name.split(" ", 1)[1] for name in COMMANDS if name.startswith(argv[0] + " ")]
+            members = _groups().get(argv[0])
             if members:
                 parser.error(f"'{argv[0]}' needs one of: {', '.join(members)}")
             parser.error(f"unknown command {argv[0]!r}; known commands: {', '.join(COMMANDS)}")

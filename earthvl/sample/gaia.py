@@ -245,9 +245,10 @@ def write_gaia(root: Path, images: int, seed: int, *, progress: bool = True) -> 
 
     sample = GaiaSample(root=root)
     with tqdm(total=images, desc="GAIA scenes", disable=not progress) as bar:
-        for split in layout.SPLITS:
+        for split_index, split in enumerate(layout.SPLITS):
             records = []
-            with _ShardWriter(root / layout.shard_dir(split), np.random.default_rng([seed, _SHARDS, len(sample.scenes)])) as shards:
+            shard_rng = np.random.default_rng([seed, _SHARDS, split_index])
+            with _ShardWriter(root / layout.shard_dir(split), shard_rng) as shards:
                 for index in (i for i in range(images) if splits[i] == split):
                     pixels, record, direction, side, source_xy = _scene(seed, index, events[index])
                     downloaded = index not in failed

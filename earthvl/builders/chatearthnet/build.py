@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
 import uuid
 import zipfile
@@ -43,7 +42,6 @@ ROW_GROUP_ROWS = 100
 """Small row groups keep image datasets cheap to stream (the Hub's own advice for image Parquet)."""
 DATA_DIR = "data"
 REPORT_FILE = "build_report.json"
-FILE_NAME = re.compile(r"^(\d+)_(\d+)_patch([01]{2})\.png$")
 PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 
 
@@ -185,10 +183,10 @@ def _base_row(record: Any) -> dict[str, Any]:
     file_name = _record_name(record)
     if file_name is None:
         raise _Skip("record has no 'image' or 'image_id' string")
-    match = FILE_NAME.match(file_name)
-    if match is None:
+    parsed = layout.parse_patch_file_name(file_name)
+    if parsed is None:
         raise _Skip("file name does not match <x>_<y>_patch<ij>.png")
-    tile_x, tile_y, patch = int(match[1]), int(match[2]), match[3]
+    tile_x, tile_y, patch = parsed
     lat, lon = layout.patch_center(tile_x, tile_y, patch)
     return {
         "caption": _caption(record),

@@ -6,6 +6,7 @@ Facts come from `shared/reference/upstream-data.md`; the ones marked there as in
 from __future__ import annotations
 
 import math
+import re
 
 ZENODO_RECORD = "11003436"
 LICENSE = "cc-by-4.0"
@@ -61,9 +62,18 @@ def json_path(source: str, split: str) -> str:
     return f"{JSON_DIR}/ChatEarthNet_caps_{CAPTION_SOURCES[source]}_{SPLITS[split]}.json"
 
 
+PATCH_FILE_NAME = re.compile(r"^(\d+)_(\d+)_patch([01]{2})\.png$")
+
+
 def patch_file_name(tile_x: int, tile_y: int, patch: str) -> str:
     """Upstream file name of one 256 px patch, e.g. `4216_2795_patch01.png`."""
     return f"{tile_x}_{tile_y}_patch{patch}.png"
+
+
+def parse_patch_file_name(file_name: str) -> tuple[int, int, str] | None:
+    """(tile_x, tile_y, patch) of an upstream patch file name, or None if it is not one."""
+    match = PATCH_FILE_NAME.match(file_name)
+    return None if match is None else (int(match[1]), int(match[2]), match[3])
 
 
 def image_path(group: str, file_name: str) -> str:
