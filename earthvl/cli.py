@@ -12,6 +12,8 @@ from earthvl.errors import EarthvlError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
     "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
+    "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
+    "publish": ("earthvl.scripts.publish", "Upload a built dataset folder to the Hugging Face Hub."),
 }
 """Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
 `main(*dataclasses)`, help)."""

@@ -1,12 +1,16 @@
 """The ChatEarthNet builder against a sample world: zips and tree agree, the folder loads offline with every row,
 feature and original byte, bad records are skipped and reported, and builds are atomic."""
 
+import hashlib
 import json
 import math
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import Image, load_dataset
@@ -15,6 +19,7 @@ from PIL import Image as PILImage
 
 from earthvl.builders.chatearthnet import build, layout
 from earthvl.builders.chatearthnet.build import CONFIGS, build_chatearthnet, features_for, stack_bands
+from earthvl.cards.statistics import caption_statistics
 from earthvl.errors import EarthvlError
 from earthvl.sample import generate_sample
 
@@ -35,9 +40,10 @@ def tree(world):
 def built(world, tmp_path_factory):
     """The same dataset built from the zips and from the extracted tree."""
     out = tmp_path_factory.mktemp("built")
+    zips = world.root / "chatearthnet_zenodo"
     reports = {
-        "zip": build_chatearthnet(world.root / "chatearthnet_zenodo", out / "from_zip", progress=False),
-        "tree": build_chatearthnet(world.chatearthnet.root, out / "from_tree", progress=False),
+        "zip": build_chatearthnet(zips, out / "from_zip", progress=False, num_proc=2),
+        "tree": build_chatearthnet(world.chatearthnet.root, out / "from_tree", progress=False, num_proc=1),
     }
     return out / "from_zip", out / "from_tree", reports
 
@@ -73,6 +79,25 @@ def test_zips_and_tree_give_identical_rows(built):
             a = pq.read_table(from_zip / "data" / config / name)
             b = pq.read_table(from_tree / "data" / config / name)
             assert a.equals(b) and a.num_rows > 0
+
+
+def test_output_does_not_depend_on_worker_processes(world, built, tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "CHUNK_RECORDS", 5)
+    zips = world.root / "chatearthnet_zenodo"
+    in_workers = build_chatearthnet(zips, tmp_path / "workers", configs=["gpt35", "gpt35-multispectral"], progress=False, num_proc=2)
+    here = build_chatearthnet(zips, tmp_path / "here", configs=["gpt35", "gpt35-multispectral"], progress=False, num_proc=1)
+    assert in_workers["rows"] == here["rows"] == {c: built[2]["zip"]["rows"][c] for c in ("gpt35", "gpt35-multispectral")}
+    for config in ("gpt35", "gpt35-multispectral"):
+        names = shards(tmp_path / "workers", config)
+        assert names == shards(tmp_path / "here", config)
+        assert len([n for n in names if n.startswith("train-")]) == math.ceil(here["rows"][config]["train"] / 5)
+        for split in SPLITS:
+            tables = {
+                where: pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / where / "data" / config).glob(f"{split}-*")))
+                for where in ("workers", "here")
+            }
+            original = pq.read_table(built[0] / "data" / config / f"{split}-00000-of-00001.parquet")
+            assert tables["workers"].equals(tables["here"]) and tables["here"].equals(original)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -138,7 +163,7 @@ def test_stack_bands_in_band_order(built, tree, cache):
         stack_bands(rgb_row)
 
 
-def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache):
+def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache, monkeypatch):
     source = tmp_path / "chatearthnet"
     shutil.copytree(world.chatearthnet.root, source)
     train = [name for name, _ in records(source, "gpt35", "train")]
@@ -154,7 +179,8 @@ def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache):
     json_file.write_text(json.dumps(rows + bad_records))
 
     out = tmp_path / "out"
-    report = build_chatearthnet(source, out, configs=["gpt35", "gpt35-multispectral"], splits="train", progress=False)
+    monkeypatch.setattr(build, "CHUNK_RECORDS", 4)  # several chunks, written by two worker processes
+    report = build_chatearthnet(source, out, configs=["gpt35", "gpt35-multispectral"], splits="train", progress=False, num_proc=2)
 
     reasons = {(s["config"], s["file_name"]): s["reason"] for s in report["skipped"]}
     json_name = layout.json_path("gpt35", "train")
@@ -210,6 +236,20 @@ def test_card_parses_and_its_configs_match_the_folders(built):
     assert "B4, B3, B2, B5, B6, B7, B8, B11, B12" in card.text
 
 
+def test_card_statistics_and_figures_describe_the_build(built, tree):
+    folder = built[0]
+    card = DatasetCard.load(folder / "README.md")
+    header = next(line for line in card.text.splitlines() if line.startswith("| | "))
+    assert header == "| | gpt35 | gpt4v |"
+    stats = {source: caption_statistics(c for split in SPLITS for _, c in records(tree, source, split)) for source in ("gpt35", "gpt4v")}
+    assert f"| vocabulary | {stats['gpt35'].vocabulary:,} | {stats['gpt4v'].vocabulary:,} |" in card.text
+    assert f"| hapax legomena | {stats['gpt35'].hapax:,} | {stats['gpt4v'].hapax:,} |" in card.text
+    for figure in ("samples", "locations", "caption_lengths"):
+        assert f"](figures/{figure}.png)" in card.text
+        with PILImage.open(folder / "figures" / f"{figure}.png") as image:
+            assert image.format == "PNG" and image.width > 200
+
+
 def test_shards_split_by_byte_budget(tree, tmp_path, cache):
     out = tmp_path / "out"
     build_chatearthnet(tree, out, configs="gpt4v", splits=["train"], progress=False, max_shard_bytes=1)
@@ -222,35 +262,70 @@ def test_shards_split_by_byte_budget(tree, tmp_path, cache):
 
 def test_interrupted_build_leaves_nothing_loadable_and_rebuild_replaces(tree, tmp_path, cache, monkeypatch):
     out = tmp_path / "out"
-    real_close, calls = build._ShardWriter.close, []
+    real_finish, calls = build.ShardWriter.finish, []
 
-    def failing_close(self):
+    def failing_finish(self):
         calls.append(self.split)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real_close(self)
+        return real_finish(self)
 
-    monkeypatch.setattr(build._ShardWriter, "close", failing_close)
+    monkeypatch.setattr(build.ShardWriter, "finish", failing_finish)
     with pytest.raises(RuntimeError, match="disk full"):
         build_chatearthnet(tree, out, progress=False)
     assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(build._ShardWriter, "close", real_close)
+    monkeypatch.setattr(build.ShardWriter, "finish", real_finish)
     first = build_chatearthnet(tree, out, configs=["gpt4v"], progress=False)
     before = {p.name: p.read_bytes() for p in (out / "data" / "gpt4v").iterdir()}
 
     # an interrupted rebuild keeps the earlier build intact
     calls.clear()
-    monkeypatch.setattr(build._ShardWriter, "close", failing_close)
+    monkeypatch.setattr(build.ShardWriter, "finish", failing_finish)
     with pytest.raises(RuntimeError):
         build_chatearthnet(tree, out, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert {p.name: p.read_bytes() for p in (out / "data" / "gpt4v").iterdir()} == before
 
-    monkeypatch.setattr(build._ShardWriter, "close", real_close)
+    monkeypatch.setattr(build.ShardWriter, "finish", real_finish)
     second = build_chatearthnet(tree, out, configs=["gpt4v", "gpt35"], progress=False)
     assert second["rows"]["gpt4v"] == first["rows"]["gpt4v"]
     assert sorted(p.name for p in (out / "data").iterdir()) == ["gpt35", "gpt4v"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     rows = load_dataset(str(out), "gpt35", split="train", cache_dir=cache)
     assert rows.num_rows == len(records(tree, "gpt35", "train"))
+
+
+def test_zenodo_source_downloads_the_needed_zips_then_builds(world, built, server, tmp_path, monkeypatch):
+    zips = world.root / "chatearthnet_zenodo"
+    names = [layout.ZIP_NAMES[key] for key in ("json", "rgb")]
+    files = []
+    for name in names:
+        data = (zips / name).read_bytes()
+        url = server.add(f"/records/{layout.ZENODO_RECORD}/files/{name}/content", body=data, content_type="application/zip")
+        files.append({"key": name, "size": len(data), "checksum": f"md5:{hashlib.md5(data).hexdigest()}", "links": {"content": url}})
+    server.add(f"/api/records/{layout.ZENODO_RECORD}", body=json.dumps({"files": files}).encode(), content_type="application/json")
+    monkeypatch.setenv("EARTHVL_ZENODO_API", server.url("/api/records/{record}"))
+
+    out = tmp_path / "out"
+    report = build_chatearthnet("zenodo", out, configs="gpt35", download_dir=tmp_path / "zips", progress=False)
+
+    assert sorted(p.name for p in (tmp_path / "zips").iterdir()) == sorted(names)  # no multispectral zip needed
+    assert report["source_kind"] == "zip" and report["rows"]["gpt35"] == built[2]["zip"]["rows"]["gpt35"]
+    for split in SPLITS:
+        name = f"{split}-00000-of-00001.parquet"
+        assert pq.read_table(out / "data" / "gpt35" / name).equals(pq.read_table(built[0] / "data" / "gpt35" / name))
+    build_chatearthnet("zenodo:11003436", tmp_path / "again", configs="gpt35", download_dir=tmp_path / "zips", progress=False)
+    assert server.hits[f"/records/{layout.ZENODO_RECORD}/files/{names[1]}/content"] == 1  # verified copy reused
+
+
+def test_zenodo_source_without_network_fails_fast_with_the_way_out(tmp_path, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("EARTHVL_ZENODO_API", f"http://127.0.0.1:{port}/api/records/{{record}}")
+    start = time.monotonic()
+    with pytest.raises(EarthvlError, match=r"by hand into .*--source"):
+        build_chatearthnet("https://zenodo.org/records/11003436", tmp_path / "out", download_dir=tmp_path / "zips", progress=False)
+    assert time.monotonic() - start < 5
+    assert not (tmp_path / "out").exists()

@@ -28,3 +28,26 @@ def test_build_chatearthnet_from_the_sample_zips(sample_world, tmp_path, capsys)
 def test_build_chatearthnet_names_an_unusable_source(tmp_path, capsys):
     assert main(["build", "chatearthnet", "--source", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert f"no ChatEarthNet data in {tmp_path}" in capsys.readouterr().err
+
+
+def test_build_gaia_from_the_sample_shards_with_options_from_a_yaml_config(sample_world, tmp_path, capsys):
+    out = tmp_path / "hub"
+    config = tmp_path / "gaia.yaml"
+    config.write_text(f"source: {sample_world.gaia.root}\nout: {out}\nstrip_prefix: true\nsplits: [test]\nquiet: true\n")
+    assert main(["build", "gaia", "--config", str(config), "--configs", "default"]) == 0
+    printed = capsys.readouterr().out
+    downloaded = [s for s in sample_world.gaia.scenes if s.split == "test" and s.downloaded]
+    assert f"default: test {len(downloaded)}" in printed
+    dataset = load_dataset(str(out), "default", split="test")
+    assert sorted(dataset["id"]) == sorted(s.record["id"] for s in downloaded)
+    assert not any(c.startswith("The image showcases:") for row in dataset["captions"] for c in row)
+
+
+def test_build_gaia_and_publish_name_bad_input(tmp_path, capsys):
+    assert main(["build", "gaia", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "neither a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "gaia", "--source", str(tmp_path), "--out", str(tmp_path / "o"), "--images", "ftp"])
+    assert exit_info.value.code == 2 and "invalid choice: 'ftp'" in capsys.readouterr().err
+    assert main(["publish", str(tmp_path), "--repo", "me/x"]) == 2
+    assert "is not a built earthvl dataset folder" in capsys.readouterr().err

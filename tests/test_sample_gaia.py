@@ -8,7 +8,6 @@ import re
 import tarfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from earthvl.builders.gaia import layout

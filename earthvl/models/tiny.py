@@ -10,10 +10,7 @@ All three models share one byte-level BPE tokenizer trained on a small corpus; `
 """
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +41,8 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from earthvl.atomic import staged_dir
+from earthvl.cache import cache_dir
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 
 # Part of the cache folder name: bump it whenever a builder, a size below or the default corpus changes, so that
@@ -315,35 +314,11 @@ def resolve_model(name_or_path: str) -> str:
     """
     if name_or_path not in _BUILDERS:
         return name_or_path
-    target = _cache_dir() / "tiny" / f"{name_or_path}-v{TINY_MODELS_VERSION}"
+    target = cache_dir() / "tiny" / f"{name_or_path}-v{TINY_MODELS_VERSION}"
     if not target.is_dir():
-        with _staging_dir(target) as staging:
+        with staged_dir(target, replace=False) as staging:
             _BUILDERS[name_or_path](staging, build_tokenizer(_default_corpus()))
     return str(target)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("EARTHVL_CACHE") or "~/.cache/earthvl").expanduser()
-
-
-@contextmanager
-def _staging_dir(target: Path) -> Iterator[Path]:
-    """A scratch folder next to ``target`` that becomes ``target`` in one rename once the block succeeds.
-
-    A failing or killed build never leaves a half-written ``target`` (a killed one may leave its hidden scratch
-    folder), and of concurrent builds the first rename wins while the others discard their identical copy.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield staging
-        try:
-            staging.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _default_corpus() -> list[str]:

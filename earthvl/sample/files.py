@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from earthvl.atomic import staged_file
+
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -62,15 +64,12 @@ def json_bytes(obj: Any) -> bytes:
 
 def write_zip(dest: Path, root: Path, members: list[str]) -> Path:
     """Zip `members` (paths relative to `root`) into `dest` with fixed timestamps; PNGs stored, the rest deflated."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with zipfile.ZipFile(tmp, "w") as archive:
+    with staged_file(dest) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         for name in sorted(members):
             info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
             archive.writestr(info, (root / name).read_bytes())
-    tmp.replace(dest)
     return dest
 
 

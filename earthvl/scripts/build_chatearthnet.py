@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from earthvl.builders.chatearthnet.build import CONFIGS, build_chatearthnet
+from earthvl.builders.folder import report_summary
 
 
 @dataclass
@@ -17,7 +18,10 @@ class BuildChatEarthNetArguments:
     """Options of `earthvl build chatearthnet`."""
 
     source: str = field(
-        metadata={"help": "Folder with the four Zenodo zips (read in place) or the extracted ChatEarthNet tree."}
+        metadata={
+            "help": "Folder with the four Zenodo zips (read in place), the extracted ChatEarthNet tree, or "
+            "zenodo[:RECORD] to download the zips (resumable, md5-verified) first."
+        }
     )
     out: str = field(metadata={"help": "Output folder: Parquet shards under data/, README.md card, build_report.json."})
     configs: list[str] | None = field(
@@ -25,6 +29,12 @@ class BuildChatEarthNetArguments:
     )
     splits: list[str] | None = field(
         default=None, metadata={"help": "Splits to build (default: train validation test)."}
+    )
+    download_dir: str | None = field(
+        default=None, metadata={"help": "Where --source zenodo puts the zips (default: $EARTHVL_CACHE/chatearthnet)."}
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "Worker processes reading and checking the PNGs (default: one per core)."}
     )
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
@@ -34,10 +44,14 @@ def make_parser(prog: str = "earthvl build chatearthnet") -> TrlParser:
 
 
 def main(args: BuildChatEarthNetArguments) -> int:
-    report = build_chatearthnet(args.source, args.out, configs=args.configs, splits=args.splits, progress=not args.quiet)
-    print(f"ChatEarthNet built into {args.out} from the {report['source_kind']} at {args.source}")
-    for config, splits in report["rows"].items():
-        print(f"  {config}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))
-    if report["skipped"]:
-        print(f"  skipped {len(report['skipped'])} records; reasons in {args.out}/build_report.json")
+    report = build_chatearthnet(
+        args.source,
+        args.out,
+        configs=args.configs,
+        splits=args.splits,
+        progress=not args.quiet,
+        download_dir=args.download_dir,
+        num_proc=args.num_proc,
+    )
+    print(report_summary("ChatEarthNet", args.out, report))
     return 0

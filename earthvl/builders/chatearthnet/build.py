@@ -1,73 +1,51 @@
 """Build ChatEarthNet into a script-free Hugging Face dataset folder: Parquet shards, a dataset card, a build report.
 
 The source is either the four Zenodo zips (members are read straight from the archives) or the extracted tree.
-Image columns keep the original PNG bytes; only the true-colour PNG is decoded, to flag no-data placeholders.
+Image columns keep the original PNG bytes; PNGs are checked, not decoded, except small true-colour ones that
+may be no-data placeholders.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
-import uuid
+import multiprocessing
+import os
+import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from datasets import Features, Image, Value
-from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from earthvl.builders.chatearthnet import layout
+from earthvl.builders.chatearthnet.card import dataset_card
+from earthvl.builders.chatearthnet.features import BAND_COLUMNS, CONFIGS, DEFAULT_CONFIG, EXTRA_GROUPS, features_for
+from earthvl.builders.download import ZENODO_API, download_zenodo_record
+from earthvl.builders.folder import (
+    CARD_FILE,
+    DATA_DIR,
+    MAX_SHARD_BYTES,
+    PIL_ERRORS,
+    BuildReport,
+    ShardWriter,
+    Skip,
+    choose,
+    default_num_proc,
+    name_shards,
+    output_folder,
+)
+from earthvl.cache import cache_dir
 from earthvl.errors import EarthvlError
 
-CONFIGS: dict[str, tuple[str, bool]] = {
-    "gpt35": ("gpt35", False),
-    "gpt4v": ("gpt4v", False),
-    "gpt35-multispectral": ("gpt35", True),
-    "gpt4v-multispectral": ("gpt4v", True),
-}
-"""Config name -> (caption source, with the six extra bands)."""
-DEFAULT_CONFIG = "gpt35"
-BAND_COLUMNS: dict[str, str] = {group: "image" if group == "rgb" else group for group in layout.BAND_GROUPS}
-"""Band group -> its Image column; iterating it yields the groups in `layout.BANDS` order."""
-EXTRA_GROUPS = tuple(group for group in layout.BAND_GROUPS if group != "rgb")
-MAX_SHARD_BYTES = 500 * 2**20
-ROW_GROUP_ROWS = 100
-"""Small row groups keep image datasets cheap to stream (the Hub's own advice for image Parquet)."""
-DATA_DIR = "data"
-REPORT_FILE = "build_report.json"
-PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
-
-
-def features_for(multispectral: bool) -> Features:
-    """The `datasets.Features` of an RGB-only or a multispectral config."""
-    columns: dict[str, Any] = {
-        "image": Image(),
-        "caption": Value("string"),
-        "file_name": Value("string"),
-        "tile_x": Value("int32"),
-        "tile_y": Value("int32"),
-        "patch": Value("string"),
-        "lat": Value("float32"),
-        "lon": Value("float32"),
-        "is_nodata": Value("bool"),
-    }
-    if multispectral:
-        columns.update({BAND_COLUMNS[group]: Image() for group in EXTRA_GROUPS})
-    return Features(columns)
+CHUNK_RECORDS = 2_048
+"""Records read and written as one unit, in this process or a worker; a shard never spans two chunks."""
 
 
 # ---------------------------------------------------------------------------------------------------- sources
-
-
-class _Skip(Exception):
-    """A record that cannot become a row; its message is the reason written to the report."""
 
 
 class _TreeSource:
@@ -90,7 +68,7 @@ class _TreeSource:
     def read_image(self, group: str, file_name: str) -> bytes:
         path = self.root / layout.image_path(group, file_name)
         if not path.is_file():
-            raise _Skip(f"missing PNG {layout.image_path(group, file_name)}")
+            raise Skip(f"missing PNG {layout.image_path(group, file_name)}")
         return path.read_bytes()
 
     def close(self) -> None:
@@ -137,12 +115,32 @@ class _ZipSource:
     def read_image(self, group: str, file_name: str) -> bytes:
         data = self._read(group, file_name)
         if data is None:
-            raise _Skip(f"missing PNG {file_name} in {layout.ZIP_NAMES[group]}")
+            raise Skip(f"missing PNG {file_name} in {layout.ZIP_NAMES[group]}")
         return data
 
     def close(self) -> None:
         for archive in self._zips.values():
             archive.close()
+
+
+ZENODO_SOURCE = re.compile(r"^(?:zenodo(?::(?P<record>\d+))?|https?://zenodo\.org/records?/(?P<url_record>\d+)/?)$")
+"""`zenodo`, `zenodo:<record>` or a record's URL: download the zips instead of reading a local folder."""
+
+
+def fetch_zenodo_source(
+    source: str, groups: Iterable[str], download_dir: str | Path | None = None, progress: bool = True
+) -> Path | None:
+    """If `source` names a Zenodo record, download the zips the chosen band `groups` need (resumable, md5-verified)
+    into `download_dir` (default: the earthvl cache) and return that folder; otherwise None."""
+    match = ZENODO_SOURCE.match(source)
+    if match is None or Path(source).exists():
+        return None
+    record = match["record"] or match["url_record"] or layout.ZENODO_RECORD
+    dest = Path(download_dir) if download_dir else cache_dir() / "chatearthnet" / f"zenodo-{record}"
+    names = [layout.ZIP_NAMES[key] for key in ("json", *groups)]
+    api_url = os.environ.get("EARTHVL_ZENODO_API", ZENODO_API)  # a mirror of Zenodo's records API
+    download_zenodo_record(record, dest, names, api_url=api_url, progress=progress)
+    return dest
 
 
 def open_source(source: Path, groups: Iterable[str]) -> _TreeSource | _ZipSource:
@@ -172,20 +170,20 @@ def _caption(record: dict) -> str:
     if isinstance(caption, list) and len(caption) == 1:
         caption = caption[0]
     if not isinstance(caption, str):
-        raise _Skip(f"caption is not a string (got {type(caption).__name__})")
+        raise Skip(f"caption is not a string (got {type(caption).__name__})")
     return caption
 
 
 def _base_row(record: Any) -> dict[str, Any]:
     """Every column but the images, from one upstream record (`image` or `image_id`; caption or [caption])."""
     if not isinstance(record, dict):
-        raise _Skip(f"record is not a JSON object (got {type(record).__name__})")
+        raise Skip(f"record is not a JSON object (got {type(record).__name__})")
     file_name = _record_name(record)
     if file_name is None:
-        raise _Skip("record has no 'image' or 'image_id' string")
+        raise Skip("record has no 'image' or 'image_id' string")
     parsed = layout.parse_patch_file_name(file_name)
     if parsed is None:
-        raise _Skip("file name does not match <x>_<y>_patch<ij>.png")
+        raise Skip("file name does not match <x>_<y>_patch<ij>.png")
     tile_x, tile_y, patch = parsed
     lat, lon = layout.patch_center(tile_x, tile_y, patch)
     return {
@@ -200,12 +198,21 @@ def _base_row(record: Any) -> dict[str, Any]:
 
 
 def _is_blank(png: bytes, where: str) -> bool:
-    """Decode the true-colour PNG (also proving it intact) and tell whether it is all white or all black."""
+    """Check the true-colour PNG's structure and CRCs and tell whether it is all white or all black.
+
+    Only PNGs that could be uniform are decoded: deflate shrinks a uniform image to under 1/100 of its raw size at
+    any compression level, so a file above 1/32 of the raw size that is not stored uncompressed (>= 95% of it)
+    cannot be one."""
     try:
+        with PILImage.open(io.BytesIO(png)) as image:
+            raw = image.width * image.height * len(image.getbands())
+            image.verify()
+        if raw // 32 < len(png) < raw * 0.95:
+            return False
         with PILImage.open(io.BytesIO(png)) as image:
             extrema = image.getextrema()
     except PIL_ERRORS as error:
-        raise _Skip(f"corrupt PNG {where}: {error}") from error
+        raise Skip(f"corrupt PNG {where}: {error}") from error
     bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
     return all(band == (0, 0) for band in bands) or all(band == (255, 255) for band in bands)
 
@@ -216,7 +223,7 @@ def _check_png(png: bytes, where: str) -> None:
         with PILImage.open(io.BytesIO(png)) as image:
             image.verify()
     except PIL_ERRORS as error:
-        raise _Skip(f"corrupt PNG {where}: {error}") from error
+        raise Skip(f"corrupt PNG {where}: {error}") from error
 
 
 def _image(png: bytes, file_name: str) -> dict[str, Any]:
@@ -237,80 +244,7 @@ def _extra_columns(source: _TreeSource | _ZipSource, file_name: str) -> dict[str
     return columns
 
 
-def _row_bytes(row: Mapping[str, Any]) -> int:
-    images = sum(len(row[column]["bytes"]) for column in BAND_COLUMNS.values() if column in row)
-    return images + len(row["caption"].encode()) + len(row["file_name"]) + 64
-
-
-# ---------------------------------------------------------------------------------------------------- writing
-
-
-class _ShardWriter:
-    """Streams rows of one config split into `<split>-XXXXX-of-YYYYY.parquet` shards of at most `max_bytes`."""
-
-    def __init__(self, folder: Path, split: str, features: Features, max_bytes: int) -> None:
-        self.folder, self.split, self.max_bytes = folder, split, max_bytes
-        self.schema = features.arrow_schema  # carries the Features under metadata key b"huggingface"
-        self.rows = 0
-        self._paths: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._buffer: list[dict[str, Any]] = []
-        self._shard_bytes = 0
-
-    def write(self, row: dict[str, Any]) -> None:
-        size = _row_bytes(row)
-        if self._writer is None or (self._shard_bytes and self._shard_bytes + size > self.max_bytes):
-            self._next_shard()
-        self._buffer.append(row)
-        self._shard_bytes += size
-        self.rows += 1
-        if len(self._buffer) >= ROW_GROUP_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._buffer:
-            assert self._writer is not None
-            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
-            self._buffer = []
-
-    def _next_shard(self) -> None:
-        self._close_shard()
-        path = self.folder / f"{self.split}-{len(self._paths):05d}.partial"
-        self._paths.append(path)
-        self._writer = pq.ParquetWriter(path, self.schema)
-        self._shard_bytes = 0
-
-    def _close_shard(self) -> None:
-        if self._writer is not None:
-            self._flush()
-            self._writer.close()
-            self._writer = None
-
-    def close(self) -> list[Path]:
-        """Finish the last shard (an empty one if no row came, so the split still loads) and name them all."""
-        if not self._paths:
-            self._next_shard()
-        self._close_shard()
-        total = len(self._paths)
-        final = [p.with_name(f"{self.split}-{i:05d}-of-{total:05d}.parquet") for i, p in enumerate(self._paths)]
-        for partial, path in zip(self._paths, final):
-            partial.rename(path)
-        return final
-
-
-@dataclass
-class _Report:
-    source: str
-    source_kind: str
-    rows: dict[str, dict[str, int]] = field(default_factory=dict)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-    def skip(self, configs: Iterable[str], where: dict[str, Any], reason: str) -> None:
-        """Record a skipped record once per config it was meant for; `where` names split, JSON file, index, file."""
-        self.skipped.extend({"config": config, **where, "reason": reason} for config in configs)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "source_kind": self.source_kind, "rows": self.rows, "skipped": self.skipped}
+# ---------------------------------------------------------------------------------------------------- building
 
 
 def _load_records(source: _TreeSource | _ZipSource, json_file: str) -> list[Any]:
@@ -323,175 +257,162 @@ def _load_records(source: _TreeSource | _ZipSource, json_file: str) -> list[Any]
     return records
 
 
-def _build_split(
-    source: _TreeSource | _ZipSource,
-    caption_source: str,
-    split: str,
-    writers: dict[str, _ShardWriter],
-    report: _Report,
-    progress: bool,
-) -> None:
-    """One pass over a caption JSON feeding both its RGB-only and its multispectral config (whichever are built)."""
-    json_file = layout.json_path(caption_source, split)
-    rgb_configs = [c for c in writers if not CONFIGS[c][1]]
-    ms_configs = [c for c in writers if CONFIGS[c][1]]
-    records = _load_records(source, json_file)
-    for index, record in enumerate(tqdm(records, desc=f"{caption_source} {split}", disable=not progress)):
-        where = {"split": split, "json_file": json_file, "record": index, "file_name": _record_name(record)}
-        try:
-            row = _base_row(record)
-            row.update(_rgb_columns(source, row["file_name"]))
-        except _Skip as skip:
-            report.skip(writers, where, str(skip))
+def _record_rows(
+    source: _TreeSource | _ZipSource, record: Any, multispectral: bool
+) -> tuple[dict[str, Any] | str, dict[str, Any] | str | None]:
+    """(the RGB row or why it was skipped, the six extra bands' columns or why not, or None when not wanted)."""
+    try:
+        row = _base_row(record)
+        row.update(_rgb_columns(source, row["file_name"]))
+    except Skip as skip:
+        return str(skip), None
+    if not multispectral:
+        return row, None
+    try:
+        return row, _extra_columns(source, row["file_name"])
+    except Skip as skip:
+        return row, str(skip)
+
+
+@dataclass
+class _Chunk:
+    """Consecutive records of one caption JSON, to be written as part `part` of each chosen config's split."""
+
+    caption_source: str
+    split: str
+    part: int
+    start: int
+    records: list[Any]
+    configs: list[str]
+    folder: Path
+    max_bytes: int
+
+
+@dataclass
+class _ChunkResult:
+    rows: dict[str, int]
+    skipped: list[tuple[list[str], dict[str, Any], str]]
+    shards: dict[str, list[Path]]
+
+
+def _write_chunk(source: _TreeSource | _ZipSource, chunk: _Chunk) -> _ChunkResult:
+    """Read, check and write one chunk: each RGB row feeds the RGB-only config, and with its extra bands the
+    multispectral one of the same caption source."""
+    writers = {
+        config: ShardWriter(chunk.folder / DATA_DIR / config, chunk.split, features_for(CONFIGS[config][1]), chunk.max_bytes, chunk.part)
+        for config in chunk.configs
+    }
+    rgb_configs = [c for c in chunk.configs if not CONFIGS[c][1]]
+    ms_configs = [c for c in chunk.configs if CONFIGS[c][1]]
+    json_file = layout.json_path(chunk.caption_source, chunk.split)
+    skipped = []
+    for index, record in enumerate(chunk.records, start=chunk.start):
+        row, extra = _record_rows(source, record, multispectral=bool(ms_configs))
+        where = {"split": chunk.split, "json_file": json_file, "record": index, "file_name": _record_name(record)}
+        if isinstance(row, str):
+            skipped.append((chunk.configs, where, row))
             continue
         for config in rgb_configs:
             writers[config].write(row)
-        if not ms_configs:
-            continue
-        try:
-            ms_row = {**row, **_extra_columns(source, row["file_name"])}
-        except _Skip as skip:
-            report.skip(ms_configs, where, str(skip))
-            continue
-        for config in ms_configs:
-            writers[config].write(ms_row)
+        if isinstance(extra, str):
+            skipped.append((ms_configs, where, extra))
+        elif extra is not None:
+            ms_row = {**row, **extra}
+            for config in ms_configs:
+                writers[config].write(ms_row)
+    return _ChunkResult({c: w.rows for c, w in writers.items()}, skipped, {c: w.finish() for c, w in writers.items()})
+
+
+_worker_source: _TreeSource | _ZipSource | EarthvlError | None = None
+
+
+def _open_worker_source(root: Path, groups: list[str]) -> None:
+    global _worker_source
+    try:
+        _worker_source = open_source(root, groups)
+    except EarthvlError as error:  # raised from the first task: a failing initializer would be respawned forever
+        _worker_source = error
+
+
+def _worker_write_chunk(chunk: _Chunk) -> _ChunkResult:
+    if isinstance(_worker_source, EarthvlError):
+        raise _worker_source
+    assert _worker_source is not None
+    return _write_chunk(_worker_source, chunk)
+
+
+class _ChunkWriter:
+    """Writes chunks in this process or in up to `num_proc` worker processes; results come back in chunk order.
+
+    Each worker opens the source itself and writes its chunks' shards directly, so no pixels cross processes."""
+
+    def __init__(self, source: _TreeSource | _ZipSource, groups: list[str], num_proc: int) -> None:
+        self.source, self.groups, self.num_proc = source, groups, num_proc
+        self.pool: Any = None
+
+    def map(self, chunks: list[_Chunk]) -> Iterator[_ChunkResult]:
+        if self.num_proc < 2 or len(chunks) < 2:
+            return (_write_chunk(self.source, chunk) for chunk in chunks)
+        if self.pool is None:
+            context = multiprocessing.get_context("spawn")  # fork is unsafe with pyarrow's and tqdm's threads
+            self.pool = context.Pool(self.num_proc, _open_worker_source, (self.source.root, self.groups))
+        return self.pool.imap(_worker_write_chunk, chunks)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def _build_split(
+    writer: _ChunkWriter,
+    caption_source: str,
+    split: str,
+    configs: list[str],
+    folder: Path,
+    report: BuildReport,
+    options: Mapping[str, Any],
+) -> None:
+    """One pass over a caption JSON feeding both its RGB-only and its multispectral config (whichever are built)."""
+    records = _load_records(writer.source, layout.json_path(caption_source, split))
+    size = CHUNK_RECORDS
+    chunks = [
+        _Chunk(caption_source, split, part, start, records[start : start + size], configs, folder, options["max_bytes"])
+        for part, start in enumerate(range(0, len(records), size))
+    ]
+    shards: dict[str, list[Path]] = {config: [] for config in configs}
+    rows = dict.fromkeys(configs, 0)
+    with tqdm(total=len(records), desc=f"{caption_source} {split}", unit="row", disable=not options["progress"]) as bar:
+        for chunk, result in zip(chunks, writer.map(chunks)):
+            for config in configs:
+                shards[config] += result.shards[config]
+                rows[config] += result.rows[config]
+            for skipped_configs, where, reason in result.skipped:
+                report.skip(skipped_configs, where, reason)
+            bar.update(len(chunk.records))
+    for config in configs:
+        name_shards(folder / DATA_DIR / config, split, features_for(CONFIGS[config][1]), shards[config])
+        report.rows.setdefault(config, {})[split] = rows[config]
 
 
 def _build_into(
-    source: _TreeSource | _ZipSource,
+    writer: _ChunkWriter,
     folder: Path,
     configs: list[str],
     splits: list[str],
-    max_bytes: int,
-    progress: bool,
-) -> _Report:
-    report = _Report(str(source.root), source.kind)
+    options: Mapping[str, Any],
+) -> BuildReport:
+    report = BuildReport(str(writer.source.root), writer.source.kind)
     for caption_source in dict.fromkeys(CONFIGS[c][0] for c in configs):
         chosen = [c for c in configs if CONFIGS[c][0] == caption_source]
         for split in splits:
-            writers = {}
             for config in chosen:
-                config_dir = folder / DATA_DIR / config
-                config_dir.mkdir(parents=True, exist_ok=True)
-                writers[config] = _ShardWriter(config_dir, split, features_for(CONFIGS[config][1]), max_bytes)
-            _build_split(source, caption_source, split, writers, report, progress)
-            for config, writer in writers.items():
-                writer.close()
-                report.rows.setdefault(config, {})[split] = writer.rows
+                (folder / DATA_DIR / config).mkdir(parents=True, exist_ok=True)
+            _build_split(writer, caption_source, split, chosen, folder, report, options)
     return report
 
 
-# ---------------------------------------------------------------------------------------------------- card
-
-
-CITATION = """@article{yuan2025chatearthnet,
-  title   = {{ChatEarthNet}: a global-scale image-text dataset empowering vision-language geo-foundation models},
-  author  = {Yuan, Zhenghang and Xiong, Zhitong and Mou, Lichao and Zhu, Xiao Xiang},
-  journal = {Earth System Science Data},
-  year    = {2025}
-}"""
-
-
-def _card_configs(configs: list[str], splits: list[str]) -> list[dict[str, Any]]:
-    default = DEFAULT_CONFIG if DEFAULT_CONFIG in configs else configs[0]
-    entries = []
-    for config in configs:
-        entry: dict[str, Any] = {
-            "config_name": config,
-            "data_files": [{"split": split, "path": f"{DATA_DIR}/{config}/{split}-*.parquet"} for split in splits],
-        }
-        if config == default:
-            entry["default"] = True
-        entries.append(entry)
-    return entries
-
-
-def _card_body(rows: Mapping[str, Mapping[str, int]]) -> str:
-    counts = "\n".join(
-        f"| `{config}` | " + " | ".join(f"{split}: {n:,}" for split, n in splits.items()) + " |"
-        for config, splits in rows.items()
-    )
-    return f"""# ChatEarthNet
-
-Sentinel-2 patches (256x256 px, 8-bit) paired with captions that gpt-3.5-turbo (`gpt35`) or gpt-4-vision (`gpt4v`)
-wrote from ESA WorldCover land-cover statistics, repackaged as Parquet from Zenodo record
-[{layout.ZENODO_RECORD}](https://zenodo.org/records/{layout.ZENODO_RECORD}) with the official splits.
-
-| config | rows |
-|---|---|
-{counts}
-
-## Columns and band order
-
-- `image`: true colour, bands {", ".join(layout.BAND_GROUPS["rgb"])} as R, G, B (the original PNG bytes).
-- `red_edge` ({", ".join(layout.BAND_GROUPS["red_edge"])}) and `nir_swir` ({", ".join(layout.BAND_GROUPS["nir_swir"])}):
-  `*-multispectral` configs only. Stacked, the nine bands are {", ".join(layout.BANDS)}
-  (`earthvl.builders.chatearthnet.build.stack_bands`).
-- `caption`, `file_name` (upstream `<x>_<y>_patch<ij>.png`), `tile_x`, `tile_y` (Web-Mercator zoom-13 tile),
-  `patch` (quarter `<row><col>`), `lat`, `lon` (approximate patch centre, derived from the name),
-  `is_nodata` (the image is an all-white or all-black placeholder).
-
-Captions describe image regions ("top left", "middle"): flips and rotations break image-text consistency.
-
-## License and citation
-
-Data: CC-BY-4.0 (upstream code: Apache-2.0). Cite ChatEarthNet (Yuan et al., ESSD 2025):
-
-```bibtex
-{CITATION}
-```
-"""
-
-
-def dataset_card(rows: Mapping[str, Mapping[str, int]], configs: list[str], splits: list[str]) -> DatasetCard:
-    """The dataset card: YAML `configs` pointing at the shards, license, tasks, and a short description."""
-    data = DatasetCardData(
-        license=layout.LICENSE,
-        language="en",
-        pretty_name="ChatEarthNet",
-        task_categories=["image-to-text", "zero-shot-image-classification"],
-        tags=["remote-sensing", "earth-observation", "sentinel-2", "multispectral"],
-        configs=_card_configs(configs, splits),
-    )
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{_card_body(rows)}")
-
-
 # ---------------------------------------------------------------------------------------------------- entry
-
-
-def _choose(kind: str, wanted: str | Iterable[str] | None, known: Iterable[str]) -> list[str]:
-    known = list(known)
-    if wanted is None:
-        return known
-    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-    unknown = [w for w in wanted if w not in known]
-    if unknown or not wanted:
-        raise EarthvlError(f"unknown or no {kind} {unknown or wanted}: choose from {', '.join(known)}")
-    return [k for k in known if k in wanted]
-
-
-def _check_output(out: Path) -> None:
-    """Refuse to replace anything but an empty folder or an earlier build."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
-        raise EarthvlError(
-            f"output {out} exists and is not an earlier ChatEarthNet build (no {REPORT_FILE}); not replacing it"
-        )
-
-
-def _sibling(out: Path, role: str) -> Path:
-    """A hidden, unique sibling of `out` (same filesystem, so renames are atomic)."""
-    return out.with_name(f".{out.name}.{role}-{uuid.uuid4().hex[:12]}")
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished build into place with renames, so `out` is never a half-written dataset."""
-    if out.exists():
-        old = _sibling(out, "old")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-    else:
-        staging.rename(out)
 
 
 def build_chatearthnet(
@@ -501,32 +422,32 @@ def build_chatearthnet(
     splits: str | Iterable[str] | None = None,
     progress: bool = True,
     *,
+    download_dir: str | Path | None = None,
+    num_proc: int | None = None,
     max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> dict[str, Any]:
-    """Build the ChatEarthNet Hugging Face dataset folder `out` from `source` (Zenodo zips or extracted tree).
+    """Build the ChatEarthNet Hugging Face dataset folder `out` from `source`: a folder with the Zenodo zips, the
+    extracted tree, or `zenodo[:<record>]` to download the zips first (into `download_dir`, default the cache).
 
     `configs` picks among `CONFIGS` and `splits` among train/validation/test (default: all). The folder loads
     with `datasets.load_dataset(out, config)`. Returns the build report (also written to `build_report.json`):
-    rows per config and split, and every skipped record with its reason."""
-    config_list = _choose("configs", configs, CONFIGS)
-    split_list = _choose("splits", splits, layout.SPLITS)
-    source, out = Path(source), Path(out)
-    _check_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    rows per config and split, and every skipped record with its reason. Chunks of `CHUNK_RECORDS` records are
+    read, checked and written by up to `num_proc` worker processes (default: one per core; 1: all in this
+    process); the output does not depend on `num_proc`."""
+    config_list = choose("configs", configs, CONFIGS)
+    split_list = choose("splits", splits, layout.SPLITS)
     groups = ["rgb", *(EXTRA_GROUPS if any(CONFIGS[c][1] for c in config_list) else ())]
-    reader = open_source(source, groups)
-    staging = _sibling(out, "building")
-    staging.mkdir()  # unlike tempfile.mkdtemp, honours the umask (mkdtemp's 0700 would survive the rename)
+    source = open_source(fetch_zenodo_source(str(source), groups, download_dir, progress) or Path(source), groups)
+    writer = _ChunkWriter(source, groups, num_proc or default_num_proc())
+    options = {"max_bytes": max_shard_bytes, "progress": progress}
     try:
-        report = _build_into(reader, staging, config_list, split_list, max_shard_bytes, progress)
-        dataset_card(report.rows, config_list, split_list).save(staging / "README.md")
-        (staging / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with output_folder(out, "ChatEarthNet") as staging:
+            report = _build_into(writer, staging, config_list, split_list, options)
+            dataset_card(staging, report, config_list, split_list).save(staging / CARD_FILE)
+            report.save(staging)
     finally:
-        reader.close()
+        writer.close()
+        source.close()
     return report.as_dict()
 
 

@@ -1,0 +1,438 @@
+"""earthvl.builders.download against a local HTTP server that misbehaves on purpose."""
+
+import _thread
+import email.utils
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from earthvl import __version__
+from earthvl.builders.download import (
+    MANIFEST,
+    RemoteFile,
+    download_file,
+    download_zenodo_record,
+    fetch_all,
+    zenodo_files,
+)
+from earthvl.errors import EarthvlError
+from fake_http import closed_port, fast
+
+def payload(n, seed=0):
+    return bytes((i * 7 + seed * 13 + i // 251) % 256 for i in range(n))
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+# --- fetch_all ---------------------------------------------------------------------------------------------------
+
+
+def test_fetch_all_writes_files_named_by_content_type_with_sha256(server, tmp_path):
+    bodies = {key: payload(3000 + i, seed=i) for i, key in enumerate("abcd")}
+    items = [
+        ("a", server.add("/a", body=bodies["a"], content_type="image/png")),
+        ("b", server.add("/b", body=bodies["b"], content_type="image/jpeg")),
+        ("c", server.add("/img/c.WEBP", body=bodies["c"], content_type="application/octet-stream")),
+        ("d", server.add("/d", body=bodies["d"], content_type=None)),
+    ]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert list(results) == ["a", "b", "c", "d"]
+    assert {key: r.path for key, r in results.items()} == {"a": "a.png", "b": "b.jpg", "c": "c.webp", "d": "d.bin"}
+    for key, result in results.items():
+        assert (result.status, result.http_status, result.attempts, result.error) == ("ok", 200, 1, None)
+        assert (tmp_path / result.path).read_bytes() == bodies[key]
+        assert result.sha256 == hashlib.sha256(bodies[key]).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg", "c.webp", "d.bin", MANIFEST]
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert manifest["b"] == {
+        "status": "ok",
+        "url": items[1][1],
+        "path": "b.jpg",
+        "sha256": hashlib.sha256(bodies["b"]).hexdigest(),
+        "http_status": 200,
+        "error": None,
+    }
+    assert set(server.user_agents) == {f"earthvl/{__version__} (+https://github.com/earthvl/earthvl)"}
+
+
+def test_fetch_all_retries_429_and_500(server, tmp_path):
+    items = [
+        ("busy", server.add("/busy", body=b"busy-bytes", script=["429", "429"])),
+        ("broken", server.add("/broken", body=b"broken-bytes", script=["500", "500"])),
+    ]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert [(r.status, r.attempts, r.http_status) for r in results.values()] == [("ok", 3, 200), ("ok", 3, 200)]
+    assert (server.hits["/busy"], server.hits["/broken"]) == (3, 3)
+    assert (tmp_path / "broken.png").read_bytes() == b"broken-bytes"
+
+
+def test_fetch_all_gives_up_after_the_retries(server, tmp_path):
+    url = server.add("/down", body=b"unavailable", status=503)
+    (result,) = fetch_all([("down", url)], tmp_path, fast(retries=2), progress=False).values()
+
+    assert (result.status, result.http_status, result.attempts, result.path) == ("failed", 503, 3, None)
+    assert "HTTP 503" in result.error and "3 attempts" in result.error
+    assert server.hits["/down"] == 3
+    assert not (tmp_path / "down.png").exists()
+
+
+def test_fetch_all_honours_retry_after_up_to_max_backoff(server, tmp_path):
+    an_hour_ahead = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    items = [
+        ("seconds", server.add("/seconds", body=b"1", script=["429"], retry_after="1")),
+        ("date", server.add("/date", body=b"2", script=["429"], retry_after=an_hour_ahead)),
+    ]
+    start = time.monotonic()
+    results = fetch_all(items, tmp_path, fast(backoff=0.001, max_backoff=0.3), progress=False)
+    elapsed = time.monotonic() - start
+
+    assert [r.status for r in results.values()] == ["ok", "ok"]
+    assert 0.3 <= elapsed < 0.9  # waited max_backoff, not the 1 ms backoff nor the server's 1 s or 1 h
+
+
+def test_fetch_all_retries_truncated_bodies_and_timeouts(server, tmp_path):
+    body = payload(50_000)
+    items = [
+        ("cut", server.add("/cut", body=body, script=["truncate"])),
+        ("slow", server.add("/slow", body=b"finally", script=["slow"])),
+    ]
+    results = fetch_all(items, tmp_path, fast(timeout=0.5), progress=False)
+
+    assert [(r.status, r.attempts) for r in results.values()] == [("ok", 2), ("ok", 2)]
+    assert (server.hits["/cut"], server.hits["/slow"]) == (2, 2)
+    assert (tmp_path / "cut.png").read_bytes() == body
+    assert results["cut"].sha256 == hashlib.sha256(body).hexdigest()
+    assert (tmp_path / "slow.png").read_bytes() == b"finally"
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_fetch_all_fails_at_once_on_client_errors(server, tmp_path):
+    items = [("missing", server.url("/missing")), ("forbidden", server.add("/forbidden", status=403))]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert [(r.status, r.http_status, r.attempts) for r in results.values()] == [("failed", 404, 1), ("failed", 403, 1)]
+    assert "HTTP 404" in results["missing"].error
+    assert (server.hits["/missing"], server.hits["/forbidden"]) == (1, 1)
+
+
+def test_fetch_all_refuses_bodies_over_max_bytes(server, tmp_path):
+    url = server.add("/big", body=payload(1000))
+    (result,) = fetch_all([("big", url)], tmp_path, fast(max_bytes=999), progress=False).values()
+
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert "max_bytes=999" in result.error
+    assert server.hits["/big"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST]
+
+
+def test_fetch_all_respects_ai_opt_out(server, tmp_path):
+    items = [
+        ("noai", server.add("/noai", body=b"1", headers={"X-Robots-Tag": "noai"})),
+        ("noimageai", server.add("/noimageai", body=b"2", headers={"X-Robots-Tag": "otherbot: NoImageAI, noindex"})),
+        ("indexless", server.add("/indexless", body=b"3", headers={"X-Robots-Tag": "noindex, nofollow"})),
+    ]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert [(r.status, r.path, r.http_status) for r in results.values()] == [
+        ("opted_out", None, 200),
+        ("opted_out", None, 200),
+        ("ok", "indexless.png", 200),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["indexless.png", MANIFEST])
+
+    again = fetch_all(items, tmp_path, fast(), progress=False)
+    assert [(r.status, r.attempts) for r in again.values()] == [("opted_out", 0), ("opted_out", 0), ("cached", 0)]
+    assert sum(server.hits.values()) == 3
+
+    unrestricted = fetch_all(items, tmp_path, fast(respect_opt_out=False), progress=False)
+    assert [r.status for r in unrestricted.values()] == ["ok", "ok", "cached"]
+    assert (tmp_path / "noimageai.png").read_bytes() == b"2"
+    assert (server.hits["/noai"], server.hits["/noimageai"], server.hits["/indexless"]) == (2, 2, 1)
+
+
+def test_fetch_all_bounds_requests_per_host(server, tmp_path):
+    items = [(f"ip{i}", server.add(f"/ip{i}", body=b"x", delay=0.15)) for i in range(8)]
+    items += [(f"name{i}", server.add(f"/name{i}", host="localhost", body=b"y", delay=0.15)) for i in range(8)]
+    results = fetch_all(items, tmp_path, fast(max_per_host=2, max_workers=8), progress=False)
+
+    assert Counter(r.status for r in results.values()) == {"ok": 16}
+    assert server.max_in_flight["127.0.0.1"] == 2
+    assert server.max_in_flight["localhost"] == 2
+    assert server.max_in_flight["*"] > 2  # the two hosts were served side by side
+
+
+def test_fetch_all_rerun_requests_only_what_is_missing_or_failed(server, tmp_path):
+    items = [
+        ("good", server.add("/good", body=b"good")),
+        ("flaky", server.add("/flaky", body=b"flaky", status=500)),
+        ("deleted", server.add("/deleted", body=b"deleted")),
+        ("moved", server.add("/moved", body=b"old")),
+    ]
+    first = fetch_all(items, tmp_path, fast(retries=0), progress=False)
+    assert [r.status for r in first.values()] == ["ok", "failed", "ok", "ok"]
+    assert first["flaky"].http_status == 500
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert manifest["flaky"]["status"] == "failed" and "HTTP 500" in manifest["flaky"]["error"]
+
+    server.routes["/flaky"].status = 200
+    (tmp_path / "deleted.png").unlink()
+    items[3] = ("moved", server.add("/new-home", body=b"new", content_type="image/gif"))
+    second = fetch_all(items, tmp_path, fast(retries=0), progress=False)
+
+    assert [(r.status, r.attempts) for r in second.values()] == [("cached", 0), ("ok", 1), ("ok", 1), ("ok", 1)]
+    assert second["good"].sha256 == hashlib.sha256(b"good").hexdigest()
+    assert dict(server.hits) == {"/good": 1, "/flaky": 2, "/deleted": 2, "/moved": 1, "/new-home": 1}
+    assert (tmp_path / "flaky.png").read_bytes() == b"flaky"
+    assert (tmp_path / "moved.gif").read_bytes() == b"new"
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert {key: entry["status"] for key, entry in manifest.items()} == dict.fromkeys(manifest, "ok")
+
+
+def test_fetch_all_rejects_non_http_urls_without_opening_them(server, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not copy")
+    items = [
+        ("file", secret.as_uri()),
+        ("ftp", "ftp://example.org/a.png"),
+        ("data", "data:image/png;base64,AAAA"),
+        ("fine", server.add("/fine", body=b"fine")),
+    ]
+    results = fetch_all(items, tmp_path / "out", fast(), progress=False)
+
+    for key in ("file", "ftp", "data"):
+        assert (results[key].status, results[key].attempts) == ("failed", 0)
+        assert "only http(s) URLs" in results[key].error
+    assert results["fine"].status == "ok"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(["fine.png", MANIFEST])
+
+
+def test_fetch_all_percent_encodes_spaces_and_non_ascii_in_urls(server, tmp_path):
+    server.add("/my%20image%C3%A9.png", body=b"spaced", content_type=None)
+    (result,) = fetch_all([("k", server.url("/my imageé.png"))], tmp_path, fast(), progress=False).values()
+
+    assert (result.status, result.path) == ("ok", "k.png")
+    assert server.hits["/my%20image%C3%A9.png"] == 1
+
+
+def test_fetch_all_fails_an_unreachable_host_without_retrying(server, tmp_path):
+    dead = f"http://127.0.0.1:{closed_port()}/a.png"
+    start = time.monotonic()
+    results = fetch_all([("dead", dead), ("alive", server.add("/alive", body=b"ok"))], tmp_path, progress=False)
+
+    assert time.monotonic() - start < 2  # the default policy would back off for 15 s or more
+    assert (results["dead"].status, results["dead"].attempts) == ("failed", 1)
+    assert "cannot reach 127.0.0.1" in results["dead"].error and "refused" in results["dead"].error
+    assert results["alive"].status == "ok"
+
+
+def test_fetch_all_refuses_unsafe_or_clashing_keys(server, tmp_path):
+    url = server.url("/a")
+    with pytest.raises(EarthvlError, match="not a plain file name"):
+        fetch_all([("../escape", url)], tmp_path, progress=False)
+    with pytest.raises(EarthvlError, match="given twice"):
+        fetch_all([("a", url), ("a", url + "?other")], tmp_path, progress=False)
+    assert sum(server.hits.values()) == 0
+
+
+def test_fetch_all_saves_the_manifest_when_interrupted(server, tmp_path):
+    items = [(f"fast{i}", server.add(f"/fast{i}", body=b"f")) for i in range(2)]
+    items += [(f"slow{i}", server.add(f"/slow{i}", body=b"s", delay=3.0)) for i in range(10)]
+    interrupt = threading.Timer(0.6, _thread.interrupt_main)
+    interrupt.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fetch_all(items, tmp_path, fast(max_per_host=2, max_workers=2, timeout=0.5), progress=False)
+    finally:
+        interrupt.cancel()
+
+    assert time.monotonic() - start < 2.5
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert {key: entry["status"] for key, entry in manifest.items()} == {"fast0": "ok", "fast1": "ok"}
+
+
+# --- download_file -----------------------------------------------------------------------------------------------
+
+
+def test_download_file_checks_md5(server, tmp_path):
+    body = payload(200_000)
+    dest = download_file(server.add("/f.zip", body=body), tmp_path / "sub" / "f.zip", md5=md5(body).upper(),
+                         policy=fast(), progress=False)
+
+    assert dest == tmp_path / "sub" / "f.zip"
+    assert dest.read_bytes() == body
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["f.zip"]
+    assert server.ranges["/f.zip"] == [None]
+
+
+def test_download_file_resumes_after_a_truncated_answer(server, tmp_path):
+    body = payload(100_000)
+    url = server.add("/f.zip", body=body, script=["truncate"], ranges=True)
+    dest = download_file(url, tmp_path / "f.zip", md5=md5(body), policy=fast(), progress=False)
+
+    assert dest.read_bytes() == body
+    assert server.ranges["/f.zip"] == [None, "bytes=50000-"]
+    assert not (tmp_path / "f.zip.part").exists()
+
+
+def test_download_file_resumes_an_earlier_part_and_handles_416(server, tmp_path):
+    body = payload(10_000)
+    url = server.add("/f.zip", body=body, ranges=True)
+    (tmp_path / "f.zip.part").write_bytes(body[:1234])
+    assert download_file(url, tmp_path / "f.zip", md5=md5(body), policy=fast(), progress=False).read_bytes() == body
+    assert server.ranges["/f.zip"] == ["bytes=1234-"]
+
+    (tmp_path / "g.zip.part").write_bytes(body)  # complete already: the server answers 416
+    url = server.add("/g.zip", body=body, ranges=True)
+    assert download_file(url, tmp_path / "g.zip", md5=md5(body), policy=fast(), progress=False).read_bytes() == body
+    assert server.ranges["/g.zip"] == ["bytes=10000-"]
+
+
+def test_download_file_starts_again_when_the_server_ignores_range(server, tmp_path):
+    body = payload(10_000)
+    (tmp_path / "f.zip.part").write_bytes(b"stale bytes")
+    url = server.add("/f.zip", body=body, ranges=False)
+    dest = download_file(url, tmp_path / "f.zip", md5=md5(body), policy=fast(), progress=False)
+
+    assert dest.read_bytes() == body
+    assert server.ranges["/f.zip"] == ["bytes=11-"]
+
+
+def test_download_file_md5_mismatch_deletes_the_download(server, tmp_path):
+    body = payload(5000)
+    url = server.add("/f.zip", body=body)
+    with pytest.raises(EarthvlError) as caught:
+        download_file(url, tmp_path / "f.zip", md5="0" * 32, policy=fast(), progress=False)
+
+    message = str(caught.value)
+    assert str(tmp_path / "f.zip") in message and "0" * 32 in message and md5(body) in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_file_skips_a_complete_destination(server, tmp_path):
+    body = payload(5000)
+    url = server.add("/f.zip", body=body)
+    dest = tmp_path / "f.zip"
+    dest.write_bytes(body)
+    assert download_file(url, dest, md5=md5(body), policy=fast(), progress=False) == dest
+    assert download_file(url, dest, policy=fast(), progress=False) == dest
+    assert server.hits["/f.zip"] == 0
+
+    dest.write_bytes(b"corrupt")  # a wrong md5 downloads again
+    assert download_file(url, dest, md5=md5(body), policy=fast(), progress=False).read_bytes() == body
+    assert server.hits["/f.zip"] == 1
+
+
+def test_download_file_retries_then_gives_up(server, tmp_path):
+    url = server.add("/f.zip", body=b"never", status=502)
+    with pytest.raises(EarthvlError, match=r"cannot download .*/f\.zip: HTTP 502.*3 failures in a row"):
+        download_file(url, tmp_path / "f.zip", policy=fast(retries=2), progress=False)
+    assert server.hits["/f.zip"] == 3
+
+    with pytest.raises(EarthvlError, match="HTTP 404"):
+        download_file(server.url("/missing.zip"), tmp_path / "m.zip", policy=fast(), progress=False)
+    assert server.hits["/missing.zip"] == 1
+
+
+def test_download_file_fails_fast_without_network(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(EarthvlError, match="cannot reach 127.0.0.1 .*no network"):
+        download_file(f"http://127.0.0.1:{closed_port()}/f.zip", tmp_path / "f.zip", progress=False)
+    assert time.monotonic() - start < 5
+    with pytest.raises(EarthvlError, match="only http"):
+        download_file("file:///etc/passwd", tmp_path / "passwd", progress=False)
+
+
+# --- Zenodo ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def zenodo(server):
+    """A record with two files, described in the current (`key`, `links.self`) and the legacy (`filename`) shape."""
+    files = {"json_files.zip": payload(30_000, seed=1), "s2_rgb_images.zip": payload(70_000, seed=2)}
+    for name, body in files.items():
+        server.add(f"/api/records/11003436/files/{name}/content", body=body, content_type="application/zip")
+    entries = [
+        {
+            "key": "json_files.zip",
+            "size": 30_000,
+            "checksum": "md5:" + md5(files["json_files.zip"]),
+            "links": {"self": server.url("/api/records/11003436/files/json_files.zip/content")},
+        },
+        {
+            "filename": "s2_rgb_images.zip",
+            "filesize": 70_000,
+            "checksum": md5(files["s2_rgb_images.zip"]),
+            "links": {"download": server.url("/api/records/11003436/files/s2_rgb_images.zip/content")},
+        },
+    ]
+    server.add("/api/records/11003436", body=json.dumps({"files": entries}).encode(), content_type="application/json")
+    return files, server.url("/api/records/{record}")
+
+
+def test_zenodo_files_reads_the_record(zenodo, server):
+    files, api = zenodo
+    assert zenodo_files("11003436", api_url=api, policy=fast()) == [
+        RemoteFile(
+            "json_files.zip",
+            server.url("/api/records/11003436/files/json_files.zip/content"),
+            30_000,
+            md5(files["json_files.zip"]),
+        ),
+        RemoteFile(
+            "s2_rgb_images.zip",
+            server.url("/api/records/11003436/files/s2_rgb_images.zip/content"),
+            70_000,
+            md5(files["s2_rgb_images.zip"]),
+        ),
+    ]
+
+
+def test_download_zenodo_record_downloads_and_verifies(zenodo, server, tmp_path):
+    files, api = zenodo
+    paths = download_zenodo_record("11003436", tmp_path, api_url=api, policy=fast(), progress=False)
+
+    assert paths == [tmp_path / "json_files.zip", tmp_path / "s2_rgb_images.zip"]
+    assert {p.name: p.read_bytes() for p in paths} == files
+
+    again = download_zenodo_record("11003436", tmp_path, ["s2_rgb_images.zip"], api_url=api, policy=fast(),
+                                   progress=False)
+    assert again == [tmp_path / "s2_rgb_images.zip"]
+    assert server.hits["/api/records/11003436/files/s2_rgb_images.zip/content"] == 1  # verified, not fetched again
+
+
+def test_download_zenodo_record_names_what_the_record_has(zenodo, server, tmp_path):
+    _, api = zenodo
+    with pytest.raises(EarthvlError, match="has no nir.zip; it has json_files.zip, s2_rgb_images.zip"):
+        download_zenodo_record("11003436", tmp_path, ["json_files.zip", "nir.zip"], api_url=api, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_zenodo_record_rejects_a_corrupt_file(zenodo, server, tmp_path):
+    _, api = zenodo
+    server.routes["/api/records/11003436/files/json_files.zip/content"].body = b"corrupted"
+    with pytest.raises(EarthvlError, match=r"json_files\.zip: md5 .* does not match"):
+        download_zenodo_record("11003436", tmp_path, ["json_files.zip"], api_url=api, policy=fast(), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_zenodo_record_fails_fast_without_network(tmp_path):
+    api = f"http://127.0.0.1:{closed_port()}/api/records/{{record}}"
+    start = time.monotonic()
+    with pytest.raises(EarthvlError) as caught:
+        download_zenodo_record("11003436", tmp_path / "zips", api_url=api, progress=False)
+
+    assert time.monotonic() - start < 5
+    message = str(caught.value)
+    assert "cannot reach 127.0.0.1" in message and "no network?" in message
+    assert f"https://zenodo.org/records/11003436 by hand into {tmp_path / 'zips'}" in message
+    with pytest.raises(EarthvlError, match="by hand and pass that folder as --source"):
+        zenodo_files("11003436", api_url=api)
