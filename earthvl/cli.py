@@ -8,12 +8,14 @@ from argparse import ArgumentParser
 
 from earthvl import __version__
 from earthvl.errors import EarthvlError
+from earthvl.recipes import recipe_path
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
     "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
     "publish": ("earthvl.scripts.publish", "Upload a built dataset folder to the Hugging Face Hub."),
+    "train vlm": ("earthvl.scripts.train_vlm", "Instruction-tune a LLaVA-style VLM with TRL (QLoRA by default)."),
 }
 """Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
 `main(*dataclasses)`, help)."""
@@ -50,6 +52,17 @@ def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
+def _with_recipe_paths(args: list[str]) -> list[str]:
+    """`--config NAME` of a shipped recipe (e.g. `vlm/geochat`) becomes that recipe's path."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            args[i + 1] = recipe_path(args[i + 1])
+        elif arg.startswith("--config="):
+            args[i] = "--config=" + recipe_path(arg.split("=", 1)[1])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the earthvl CLI; returns the exit code (2 for a problem with the user's input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -64,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)
         parser.print_help()
         return 0
+    rest = _with_recipe_paths(rest)
     module = importlib.import_module(COMMANDS[command][0])
     script_parser = module.make_parser(prog=f"earthvl {command}")
     try:
