@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets import load_dataset
 from peft import PeftModel, get_peft_model
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 from trl import SFTConfig
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -15,6 +16,7 @@ from earthvl import cli
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.gaia.build import build_gaia
 from earthvl.errors import EarthvlError
+from earthvl.models.tiny import resolve_model
 from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.recipes import recipe_path, shipped_recipes
 from earthvl.sample import generate_sample
@@ -158,3 +160,26 @@ def test_cli_trains_from_a_shipped_recipe(data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"saved the adapter and processor to {out}" in printed
     assert (out / "adapter_config.json").is_file() and (out / "processor_config.json").is_file()
+
+
+def test_merged_model_loads_plainly_and_generates_like_the_adapter(data, tmp_path):
+    script, training, model_args = arguments(data, tmp_path / "run", num_train_epochs=2)
+    script.merge_adapter = True
+    main(script, training, model_args)
+    merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "run" / "merged")
+    assert not list((tmp_path / "run" / "merged").glob("*.bin")) and not hasattr(merged, "peft_config")
+    base, processor = load_vlm("tiny-llava", dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, tmp_path / "run").eval()
+    merged_processor = AutoProcessor.from_pretrained(tmp_path / "run" / "merged")
+    assert merged_processor.chat_template == processor.chat_template
+    rows, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="validation"), paraphrase=False)
+    untrained = LlavaForConditionalGeneration.from_pretrained(resolve_model("tiny-llava"))
+    changed = False
+    for row in (rows[0], rows[1]):
+        prompt = merged_processor.apply_chat_template([row["messages"][:1]], add_generation_prompt=True)
+        inputs = merged_processor(images=row["images"], text=prompt, return_tensors="pt")
+        generate = dict(max_new_tokens=16, do_sample=False)
+        output = merged.generate(**inputs, **generate)
+        assert torch.equal(output, adapted.generate(**inputs, **generate))
+        changed |= not torch.equal(output, untrained.generate(**inputs, **generate))
+    assert changed  # the merge really carries the training

@@ -7,10 +7,12 @@ tower, the projector and `lm_head` stay unquantised, and LoRA adapts only the la
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig
+
+from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration, ProcessorMixin
 
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
@@ -87,3 +89,15 @@ def lora_config(
         modules_to_save=[PROJECTOR] if train_projector else None,
         task_type="CAUSAL_LM",
     )
+
+
+def merge_adapter(
+    base: str, adapter: str | Path, out: str | Path, *, dtype: torch.dtype | str = torch.bfloat16
+) -> Path:
+    """Fold a LoRA adapter into an unquantised copy of `base` and save it, with the adapter's processor, as a plain
+    transformers model in `out` (safetensors) that `LlavaForConditionalGeneration.from_pretrained` loads."""
+    model, _ = load_vlm(base, dtype=dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoProcessor.from_pretrained(str(adapter)).save_pretrained(out)
+    return Path(out)

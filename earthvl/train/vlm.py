@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset, load_dataset
 from transformers import TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from earthvl.errors import EarthvlError
-from earthvl.models.vlm import load_vlm, lora_config
+from earthvl.models.vlm import load_vlm, lora_config, merge_adapter
 from earthvl.train.conversations import CaptionConversations, to_conversations
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class VlmScriptArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on held-out rows per dataset."})
     paraphrase: bool = field(
         default=True, metadata={"help": "Vary the captioning instruction among its paraphrases (earthvl.prompts)."}
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "Also write the adapter merged into an unquantised base (model dtype) to <output_dir>/merged."},
     )
 
 
@@ -187,4 +192,6 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     output = Path(training_args.output_dir)
     (output / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle: the settings go out as JSON instead
     (output / "training_args.json").write_text(training_args.to_json_string())
+    if script_args.merge_adapter and model_args.use_peft:
+        merge_adapter(model_args.model_name_or_path, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
     return trainer
