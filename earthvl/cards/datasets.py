@@ -35,8 +35,8 @@ def first_images(folder: Path, config: str, split: str, column: str = "image", c
     shards = sorted((folder / DATA_DIR / config).glob(f"{split}-*.parquet"))
     if not shards:
         return []
-    table = pq.ParquetFile(shards[0]).read_row_group(0, columns=[column]) if pq.ParquetFile(shards[0]).num_row_groups else None
-    cells = [] if table is None else table.column(column).to_pylist()[:count]
+    shard = pq.ParquetFile(shards[0])
+    cells = shard.read_row_group(0, columns=[column]).column(column).to_pylist()[:count] if shard.num_row_groups else []
     return [PILImage.open(io.BytesIO(cell["bytes"])) for cell in cells]
 
 

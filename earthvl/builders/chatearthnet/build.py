@@ -203,12 +203,10 @@ def _is_blank(png: bytes, where: str) -> bool:
     Only PNGs that could be uniform are decoded: deflate shrinks a uniform image to under 1/100 of its raw size at
     any compression level, so a file above 1/32 of the raw size that is not stored uncompressed (>= 95% of it)
     cannot be one."""
+    raw = _check_png(png, where)
+    if raw // 32 < len(png) < raw * 0.95:
+        return False
     try:
-        with PILImage.open(io.BytesIO(png)) as image:
-            raw = image.width * image.height * len(image.getbands())
-            image.verify()
-        if raw // 32 < len(png) < raw * 0.95:
-            return False
         with PILImage.open(io.BytesIO(png)) as image:
             extrema = image.getextrema()
     except PIL_ERRORS as error:
@@ -217,13 +215,15 @@ def _is_blank(png: bytes, where: str) -> bool:
     return all(band == (0, 0) for band in bands) or all(band == (255, 255) for band in bands)
 
 
-def _check_png(png: bytes, where: str) -> None:
-    """Check chunk structure and CRCs without decoding the pixels."""
+def _check_png(png: bytes, where: str) -> int:
+    """Check chunk structure and CRCs without decoding the pixels; the raw size in bytes of the decoded image."""
     try:
         with PILImage.open(io.BytesIO(png)) as image:
+            raw = image.width * image.height * len(image.getbands())
             image.verify()
     except PIL_ERRORS as error:
         raise Skip(f"corrupt PNG {where}: {error}") from error
+    return raw
 
 
 def _image(png: bytes, file_name: str) -> dict[str, Any]:
