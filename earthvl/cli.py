@@ -8,7 +8,7 @@ from argparse import ArgumentParser
 
 from earthvl import __version__
 from earthvl.errors import EarthvlError
-from earthvl.recipes import recipe_path
+from earthvl.recipes import check_recipe_keys, recipe_path
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
@@ -53,14 +53,12 @@ def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _with_recipe_paths(args: list[str]) -> list[str]:
-    """`--config NAME` of a shipped recipe (e.g. `vlm/geochat`) becomes that recipe's path."""
-    args = list(args)
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            args[i + 1] = recipe_path(args[i + 1])
-        elif arg.startswith("--config="):
-            args[i] = "--config=" + recipe_path(arg.split("=", 1)[1])
-    return args
+    """`--config NAME` (or `--config=NAME`) of a shipped recipe (e.g. `vlm/geochat`) becomes `--config PATH`, the
+    two-token form TRL's parser reads."""
+    out: list[str] = []
+    for arg in args:
+        out += ["--config", arg.split("=", 1)[1]] if arg.startswith("--config=") else [arg]
+    return [recipe_path(arg) if i and out[i - 1] == "--config" else arg for i, arg in enumerate(out)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     script_parser = module.make_parser(prog=f"earthvl {command}")
     try:
-        script_args = script_parser.parse_args_and_config(rest)
+        try:
+            if "--config" in rest:
+                check_recipe_keys(script_parser, rest[rest.index("--config") + 1])
+            script_args = script_parser.parse_args_and_config(rest)
+        except ValueError as error:  # what the dataclasses' checks raise on bad option values
+            raise EarthvlError(str(error)) from error
         return module.main(*script_args) or 0
     except EarthvlError as error:
         print(f"earthvl {command}: error: {error}", file=sys.stderr)

@@ -16,7 +16,6 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image
-from PIL import Image as PILImage
 
 from earthvl.atomic import staged_dir
 from earthvl.errors import EarthvlError
@@ -28,8 +27,6 @@ DATA_DIR = "data"
 FIGURES_DIR = "figures"
 REPORT_FILE = "build_report.json"
 CARD_FILE = "README.md"
-PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
-"""What PIL raises on a corrupt, truncated or oversized image."""
 
 
 class Skip(Exception):

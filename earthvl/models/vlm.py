@@ -7,6 +7,7 @@ tower, the projector and `lm_head` stay unquantised, and LoRA adapts only the la
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration, ProcessorMixin
 
+from earthvl.errors import EarthvlError
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.tiny import resolve_model
+from earthvl.models.vision import interpolate_position_embeddings, vision_embeddings, widen_patch_embedding
 
 UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 """Full module paths: in transformers 5 short names silently match nothing and the vision tower gets quantised."""
@@ -24,6 +27,9 @@ LLM_LINEAR_LAYERS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj
 """LoRA targets: every linear layer of the language model and nothing in the vision tower or projector
 (`"all-linear"` would adapt those too)."""
 PROJECTOR = "multi_modal_projector"
+PATCH_EMBEDDING = "patch_embedding"
+VISION_FILE = "vision.json"
+"""Beside an adapter: how the base's vision tower was changed before training (`apply_vision`'s argument)."""
 
 
 def quantization_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
@@ -73,31 +79,67 @@ def load_vlm(
     return model, processor
 
 
+def apply_vision(model: LlavaForConditionalGeneration, processor: ProcessorMixin | None, vision: dict[str, Any]) -> None:
+    """Change the vision tower (and processor) in place as `vision` says, before LoRA wraps the model.
+
+    Keys, all optional: `image_size` (interpolated position embeddings, GeoChat-style), `num_channels` (a patch
+    embedding widened from RGB, extra channels zero), `band_mean` / `band_std` (per-band normalisation, kept in the
+    vision config so that a saved model carries them)."""
+    unknown = set(vision) - {"image_size", "num_channels", "band_mean", "band_std"}
+    if unknown:
+        raise EarthvlError(f"unknown vision settings {sorted(unknown)}")
+    if vision.get("image_size"):
+        interpolate_position_embeddings(model, int(vision["image_size"]), processor)
+    if vision.get("num_channels") and vision["num_channels"] != vision_embeddings(model).patch_embedding.in_channels:
+        widen_patch_embedding(model, int(vision["num_channels"]))
+    for key in ("band_mean", "band_std"):
+        if vision.get(key) is not None:
+            setattr(model.config.vision_config, key, list(vision[key]))
+
+
 def lora_config(
     r: int = 16,
     alpha: int = 32,
     dropout: float = 0.05,
     target_modules: str | list[str] | None = None,
     train_projector: bool = False,
+    train_patch_embedding: bool = False,
 ) -> LoraConfig:
-    """LoRA on the language model's linear layers (or `target_modules`), the projector trained in full if asked."""
+    """LoRA on the language model's linear layers (or `target_modules`); the projector and the (widened) patch
+    embedding trained in full if asked, and saved with the adapter."""
+    modules_to_save = [PROJECTOR] * train_projector + [PATCH_EMBEDDING] * train_patch_embedding
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=target_modules or LLM_LINEAR_LAYERS,
-        modules_to_save=[PROJECTOR] if train_projector else None,
+        modules_to_save=modules_to_save or None,
         task_type="CAUSAL_LM",
     )
+
+
+def load_adapter(
+    adapter: str | Path, *, base: str | None = None, dtype: torch.dtype | str = torch.bfloat16, **kwargs: Any
+) -> tuple[PeftModel, ProcessorMixin]:
+    """A trained adapter on its (unquantised) base, with the vision changes of its `vision.json` applied first, and
+    the processor saved beside it. `base` defaults to the adapter's `base_model_name_or_path`."""
+    adapter = Path(adapter)
+    if base is None:
+        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model, _ = load_vlm(base, dtype=dtype, **kwargs)
+    processor = AutoProcessor.from_pretrained(str(adapter))
+    if (adapter / VISION_FILE).is_file():
+        apply_vision(model, None, json.loads((adapter / VISION_FILE).read_text()))
+    return PeftModel.from_pretrained(model, str(adapter)), processor
 
 
 def merge_adapter(
     base: str, adapter: str | Path, out: str | Path, *, dtype: torch.dtype | str = torch.bfloat16
 ) -> Path:
     """Fold a LoRA adapter into an unquantised copy of `base` and save it, with the adapter's processor, as a plain
-    transformers model in `out` (safetensors) that `LlavaForConditionalGeneration.from_pretrained` loads."""
-    model, _ = load_vlm(base, dtype=dtype)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(out)
-    AutoProcessor.from_pretrained(str(adapter)).save_pretrained(out)
+    transformers model in `out` (safetensors) that `LlavaForConditionalGeneration.from_pretrained` loads; a widened
+    or resized vision tower is saved as such."""
+    model, processor = load_adapter(adapter, base=base, dtype=dtype)
+    model.merge_and_unload().save_pretrained(out)
+    processor.save_pretrained(out)
     return Path(out)

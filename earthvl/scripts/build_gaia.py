@@ -12,7 +12,7 @@ from trl import TrlParser
 
 from earthvl.builders.folder import report_summary
 from earthvl.builders.gaia.build import CONFIGS, IMAGE_SOURCES, build_gaia
-from earthvl.builders.gaia.images import DEFAULT_MAX_PIXELS
+from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.builders.gaia.layout import CAPTION_PREFIX, HUB_ID
 
 

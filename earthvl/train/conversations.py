@@ -1,9 +1,13 @@
-"""Turn any captioned config (GAIA `default`, every ChatEarthNet config) into TRL's conversational VLM format.
+"""Turn image datasets into TRL's conversational VLM rows: captioning, and GeoChat-style classification and VQA.
 
-A row becomes `{"messages": [user: image + instruction, assistant: caption], "images": [image]}`, what
-`trl.SFTTrainer` and its `DataCollatorForVisionLanguageModeling` take. Rows are made on access (a
-`datasets` transform), so one caption of a GAIA image is sampled per image per epoch, and images stay lazily
-decoded.
+A row becomes `{"messages": [user: image + instruction, assistant: answer], "images": [image]}`, what
+`trl.SFTTrainer` and its `DataCollatorForVisionLanguageModeling` take. Rows are made on access (a `datasets`
+transform), so one caption of a GAIA image is sampled per image per epoch and images are decoded only when a batch
+needs them, under a pixel limit. Which task a dataset serves is read from its columns:
+
+- `caption`: `captions` (a list, GAIA) or `caption` (ChatEarthNet); the instruction is drawn from the paraphrases.
+- `classify`: `label` (a `ClassLabel`, or strings); GeoChat's prompt listing every class name.
+- `vqa`: `question` and `answer`; the question with GeoChat's short-answer suffix.
 """
 
 from __future__ import annotations
@@ -12,37 +16,85 @@ import logging
 import random
 from typing import Any, Sequence
 
-from datasets import Dataset
+from datasets import ClassLabel, Dataset
+from datasets import Image as ImageFeature
 
+from earthvl.builders.chatearthnet.build import stack_bands
+from earthvl.builders.chatearthnet.features import BAND_COLUMNS
 from earthvl.errors import EarthvlError
-from earthvl.prompts import CAPTION_INSTRUCTION, CAPTION_PARAPHRASES
+from earthvl.images import DEFAULT_MAX_PIXELS, PIL_ERRORS, BadImage, open_image
+from earthvl.prompts import CAPTION_INSTRUCTION, CAPTION_PARAPHRASES, classify_instruction, vqa_instruction
 
 logger = logging.getLogger(__name__)
 
+TASKS = ("caption", "classify", "vqa")
 CAPTION_COLUMNS = ("captions", "caption")
 """A list of captions per image (GAIA), or one caption (ChatEarthNet)."""
+LABEL_COLUMN = "label"
+QUESTION_COLUMN, ANSWER_COLUMN = "question", "answer"
 KEY_COLUMNS = ("id", "file_name")
-"""The column that names a row stably, to seed its caption and instruction choice."""
+"""The column that names a row stably, to seed its caption and instruction choice (else the row number)."""
+ROW_COLUMN = "_row"
+LENGTH_COLUMN = "length"
+"""Words of instruction and answer per row: what length-grouped batching sorts by (image tokens are constant)."""
+BAD_IMAGE = "bad_image"
+ON_BAD_IMAGE = ("stop", "skip")
 
 
-def caption_messages(instruction: str, caption: str | None = None) -> list[dict[str, Any]]:
-    """A user turn with the image and `instruction`, followed by the assistant's `caption` when one is given."""
+def chat_messages(instruction: str, answer: str | None = None) -> list[dict[str, Any]]:
+    """A user turn with the image and `instruction`, followed by the assistant's `answer` when one is given."""
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
     ]
-    if caption is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": caption}]})
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
 
 
-class CaptionConversations:
-    """The transform behind `to_conversations`: picks a caption and an instruction per row from (seed, epoch, key).
+def _first(dataset: Dataset, candidates: Sequence[str]) -> str | None:
+    return next((name for name in candidates if name in dataset.column_names), None)
 
-    Call `set_epoch` at the start of each epoch (e.g. from a `TrainerCallback`) to draw new captions."""
 
-    def __init__(self, caption_column: str, key_column: str, *, seed: int = 0, instructions: Sequence[str] = CAPTION_PARAPHRASES) -> None:
-        self.caption_column, self.key_column = caption_column, key_column
+def detect_task(dataset: Dataset) -> str:
+    """The task a dataset's columns serve: `caption`, then `vqa`, then `classify`."""
+    if _first(dataset, CAPTION_COLUMNS):
+        return "caption"
+    if QUESTION_COLUMN in dataset.column_names and ANSWER_COLUMN in dataset.column_names:
+        return "vqa"
+    if LABEL_COLUMN in dataset.column_names:
+        return "classify"
+    raise EarthvlError(
+        f"cannot tell what to train on: no caption column ({' or '.join(CAPTION_COLUMNS)}), no "
+        f"'{QUESTION_COLUMN}' + '{ANSWER_COLUMN}' and no '{LABEL_COLUMN}' among {', '.join(dataset.column_names)}"
+    )
+
+
+class Conversations:
+    """The transform behind `to_conversations`: decodes the images and writes the turns of a batch of rows.
+
+    Captions and instructions are drawn from (seed, epoch, row key); call `set_epoch` at the start of each epoch
+    (e.g. from a `TrainerCallback`) to draw new ones. An image that fails to decode stops training with the row
+    named (`on_bad_image="stop"`) or comes out as `images=None` with the reason under `bad_image` ("skip"), for the
+    collator to drop and count."""
+
+    def __init__(
+        self,
+        name: str,
+        task: str,
+        key_column: str,
+        answer_column: str,
+        *,
+        class_names: Sequence[str] | None = None,
+        seed: int = 0,
+        instructions: Sequence[str] = CAPTION_PARAPHRASES,
+        bands: bool = False,
+        on_bad_image: str = "stop",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.name, self.task, self.key_column, self.answer_column = name, task, key_column, answer_column
+        self.class_names = list(class_names) if class_names is not None else None
         self.seed, self.epoch, self.instructions = seed, 0, tuple(instructions)
+        self.bands, self.on_bad_image, self.max_pixels = bands, on_bad_image, max_pixels
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -50,39 +102,120 @@ class CaptionConversations:
     def _choose(self, key: Any, options: Sequence[str], salt: str) -> str:
         return options[random.Random(f"{self.seed}:{self.epoch}:{salt}:{key}").randrange(len(options))]
 
+    def turn(self, row: dict[str, Any]) -> tuple[str, str]:
+        """(instruction, answer) of a row."""
+        key, answer = row[self.key_column], row[self.answer_column]
+        if self.task == "caption":
+            caption = self._choose(key, answer, "caption") if isinstance(answer, list) else answer
+            return self._choose(key, self.instructions, "instruction"), caption
+        if self.task == "classify":
+            label = self.class_names[answer] if isinstance(answer, int) else str(answer)
+            return classify_instruction(self.class_names), label
+        return vqa_instruction(row[QUESTION_COLUMN]), str(answer)
+
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        messages, images = [], []
-        for key, captions, image in zip(batch[self.key_column], batch[self.caption_column], batch["image"]):
-            caption = self._choose(key, captions, "caption") if isinstance(captions, list) else captions
-            instruction = self._choose(key, self.instructions, "instruction")
-            messages.append(caption_messages(instruction, caption))
-            images.append([image])
-        return {"messages": messages, "images": images}
+        if "image" not in batch:  # a single column read, e.g. the sampler's `length`
+            return batch
+        out: dict[str, list[Any]] = {"messages": [], "images": [], BAD_IMAGE: []}
+        if self.bands:
+            out["bands"] = []
+        for values in zip(*batch.values()):
+            row = dict(zip(batch, values))
+            instruction, answer = self.turn(row)
+            out["messages"].append(chat_messages(instruction, answer))
+            try:
+                image = open_image(row["image"], max_pixels=self.max_pixels)
+                bands = stack_bands(row) if self.bands else None
+                problem = None
+            except (BadImage, *PIL_ERRORS) as error:  # PIL_ERRORS: an extra band's PNG
+                where = f"{self.name} row {self.key_column}={row[self.key_column]!r}"
+                if self.on_bad_image == "stop":
+                    raise BadImage(f"{where}: {error} (--on_bad_image skip skips and counts such rows)") from error
+                image, bands, problem = None, None, f"{where}: {error}"
+            out["images"].append([image] if image is not None else None)
+            out[BAD_IMAGE].append(problem)
+            if self.bands:
+                out["bands"].append(bands)
+        return out
 
 
-def _column(dataset: Dataset, candidates: Sequence[str], role: str) -> str:
-    for name in candidates:
-        if name in dataset.column_names:
-            return name
-    raise EarthvlError(
-        f"dataset has no {role} column ({' or '.join(candidates)}); its columns are {', '.join(dataset.column_names)}"
-    )
+def _words(value: Any) -> float:
+    if isinstance(value, list):
+        return sum(_words(item) for item in value) / max(len(value), 1)
+    return len(str(value).split())
 
 
-def to_conversations(dataset: Dataset, *, seed: int = 0, paraphrase: bool = True) -> tuple[Dataset, CaptionConversations]:
-    """`dataset` as TRL conversational rows, and the transform (whose `set_epoch` re-draws captions).
+def to_conversations(
+    dataset: Dataset,
+    *,
+    name: str = "dataset",
+    task: str = "auto",
+    seed: int = 0,
+    paraphrase: bool = True,
+    bands: bool = False,
+    on_bad_image: str = "stop",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[Dataset, Conversations]:
+    """`dataset` as TRL conversational rows with a `length` column, and the transform (`set_epoch` re-draws).
 
-    Rows without any caption cannot train captioning: they are left out, and their count is logged. With
-    `paraphrase` off every row uses the evaluation instruction "Provide a detailed description of the given image."
-    """
+    `task` is `caption`, `classify`, `vqa` or `auto` (from the columns). Rows without an answer cannot train: they
+    are left out, and their count is logged. With `paraphrase` off every caption row uses the evaluation instruction
+    "Provide a detailed description of the given image." With `bands` each row also carries its nine Sentinel-2
+    bands as a (9, H, W) uint8 array (ChatEarthNet's `-multispectral` configs)."""
     if "image" not in dataset.column_names:
-        raise EarthvlError(f"dataset has no 'image' column (columns: {', '.join(dataset.column_names)}): load a config with pixels, e.g. GAIA 'default'")
-    caption_column = _column(dataset, CAPTION_COLUMNS, "caption")
-    key_column = _column(dataset, KEY_COLUMNS, "key")
-    kept = dataset.filter(lambda captions: bool(captions), input_columns=caption_column)
+        raise EarthvlError(
+            f"{name} has no 'image' column (columns: {', '.join(dataset.column_names)}): load a config with pixels, "
+            "e.g. GAIA 'default'"
+        )
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise EarthvlError(f"on_bad_image={on_bad_image!r}: choose one of {', '.join(ON_BAD_IMAGE)}")
+    task = detect_task(dataset) if task == "auto" else task
+    answer_column = {"caption": _first(dataset, CAPTION_COLUMNS), "classify": LABEL_COLUMN, "vqa": ANSWER_COLUMN}.get(task)
+    if task not in TASKS:
+        raise EarthvlError(f"task={task!r} for {name}: choose one of auto, {', '.join(TASKS)}")
+    needed = [answer_column] + ([QUESTION_COLUMN] if task == "vqa" else [])
+    missing = [column for column in needed if column is None or column not in dataset.column_names]
+    if missing:
+        wanted = " or ".join(CAPTION_COLUMNS) if task == "caption" else ", ".join(needed)
+        raise EarthvlError(f"{name} cannot train task {task!r}: it needs {wanted}; its columns are {', '.join(dataset.column_names)}")
+    if bands:
+        lacking = [column for column in BAND_COLUMNS.values() if column not in dataset.column_names]
+        if lacking:
+            raise EarthvlError(
+                f"bands requested but {name} lacks the band columns {', '.join(lacking)}: train multispectral on "
+                "ChatEarthNet's '-multispectral' configs only"
+            )
+    class_names = None
+    if task == "classify":
+        feature = dataset.features[LABEL_COLUMN]
+        class_names = feature.names if isinstance(feature, ClassLabel) else sorted(set(map(str, dataset[LABEL_COLUMN])))
+    kept = dataset.filter(lambda answer: answer is not None and answer != [] and answer != "", input_columns=answer_column)
     if len(kept) < len(dataset):
-        logger.warning("left out %d of %d rows that have no caption", len(dataset) - len(kept), len(dataset))
-    transform = CaptionConversations(
-        caption_column, key_column, seed=seed, instructions=CAPTION_PARAPHRASES if paraphrase else (CAPTION_INSTRUCTION,)
+        logger.warning("%s: left out %d of %d rows that have no %s", name, len(dataset) - len(kept), len(dataset), answer_column)
+    key_column = _first(kept, KEY_COLUMNS)
+    if key_column is None:
+        kept, key_column = kept.add_column(ROW_COLUMN, list(range(len(kept)))), ROW_COLUMN
+    transform = Conversations(
+        name,
+        task,
+        key_column,
+        answer_column,
+        class_names=class_names,
+        seed=seed,
+        instructions=CAPTION_PARAPHRASES if paraphrase else (CAPTION_INSTRUCTION,),
+        bands=bands,
+        on_bad_image=on_bad_image,
+        max_pixels=max_pixels,
     )
+    texts = kept.select_columns([answer_column] + ([QUESTION_COLUMN] if task == "vqa" else []))
+    instruction_words = _words(classify_instruction(class_names) if class_names else CAPTION_INSTRUCTION)
+    lengths = [
+        round(instruction_words + _words(row[answer_column]) + (_words(row[QUESTION_COLUMN]) if task == "vqa" else 0))
+        for row in texts
+    ]
+    if LENGTH_COLUMN in kept.column_names:
+        kept = kept.remove_columns(LENGTH_COLUMN)
+    kept = kept.add_column(LENGTH_COLUMN, lengths)
+    for column in ["image", *(BAND_COLUMNS.values() if bands else [])]:
+        kept = kept.cast_column(column, ImageFeature(decode=False))
     return kept.with_transform(transform), transform

@@ -29,7 +29,6 @@ from earthvl.builders.folder import (
     CARD_FILE,
     DATA_DIR,
     MAX_SHARD_BYTES,
-    PIL_ERRORS,
     BuildReport,
     ShardWriter,
     Skip,
@@ -40,6 +39,7 @@ from earthvl.builders.folder import (
 )
 from earthvl.cache import cache_dir
 from earthvl.errors import EarthvlError
+from earthvl.images import PIL_ERRORS
 
 CHUNK_RECORDS = 2_048
 """Records read and written as one unit, in this process or a worker; a shard never spans two chunks."""

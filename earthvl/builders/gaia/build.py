@@ -29,8 +29,9 @@ from earthvl.builders.folder import (
 )
 from earthvl.builders.gaia import layout
 from earthvl.builders.gaia.card import dataset_card
-from earthvl.builders.gaia.images import DEFAULT_MAX_PIXELS, FolderImages, ShardImages, image_column, split_images
+from earthvl.builders.gaia.images import FolderImages, ShardImages, image_column, split_images
 from earthvl.errors import EarthvlError
+from earthvl.images import DEFAULT_MAX_PIXELS
 
 CONFIGS = ("default", "metadata")
 """`default`: one row per image with its pixels; `metadata`: the same rows without pixels, from the JSON alone."""

@@ -15,13 +15,12 @@ from typing import Any, Mapping
 
 from PIL import Image as PILImage
 
-from earthvl.builders.folder import PIL_ERRORS, Skip
+from earthvl.builders.folder import Skip
 from earthvl.builders.gaia import layout
+from earthvl.images import PIL_ERRORS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".tif", ".tiff", ".bmp")
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
-DEFAULT_MAX_PIXELS = 2**27
-"""134 Mpx: above the largest GAIA originals (~10,000 px a side), far below what would exhaust memory."""
 
 
 class ShardImages:

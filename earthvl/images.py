@@ -1,0 +1,44 @@
+"""Opening untrusted images: one pixel limit and one set of decode errors for builders, training and evaluation."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image as PILImage
+
+from earthvl.errors import EarthvlError
+
+DEFAULT_MAX_PIXELS = 2**27
+"""134 Mpx: above the largest GAIA originals (~10,000 px a side), far below what would exhaust memory."""
+PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
+"""What PIL raises on a corrupt, truncated or oversized image."""
+
+
+class BadImage(EarthvlError):
+    """An image that cannot be decoded, or is over the pixel limit."""
+
+
+def open_image(cell: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "RGB") -> PILImage.Image:
+    """A decoded `mode` image from a `datasets` image cell (`{"bytes", "path"}`), a path, bytes or a PIL image.
+
+    The size is checked against `max_pixels` from the header, before any pixel is decoded."""
+    path = cell.get("path") if isinstance(cell, dict) else cell if isinstance(cell, str) else None
+    where = f" {path}" if path else ""
+    try:
+        if isinstance(cell, PILImage.Image):
+            image = cell
+        else:
+            if isinstance(cell, dict):
+                cell = cell.get("bytes") or cell.get("path")
+            image = PILImage.open(io.BytesIO(cell) if isinstance(cell, (bytes, bytearray)) else cell)
+        if image.width * image.height > max_pixels:
+            raise BadImage(f"image is {image.width}x{image.height} px, over the limit of {max_pixels:,} pixels")
+        image.load()
+        return image if image.mode == mode else image.convert(mode)
+    except PILImage.UnidentifiedImageError as error:
+        raise BadImage(f"cannot decode the image{where}: not in an image format PIL reads") from error
+    except PIL_ERRORS as error:
+        raise BadImage(f"cannot decode the image{where}: {error}") from error
+    except TypeError as error:
+        raise BadImage(f"not an image cell: {type(cell).__name__}") from error
