@@ -9,13 +9,15 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 from safetensors.torch import load_file
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, AutoTokenizer, CLIPVisionModel, LlamaForCausalLM, LlavaForConditionalGeneration
 from trl import SFTConfig
 
 from earthvl import cli
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.errors import EarthvlError
 from earthvl.images import BadImage
+from earthvl.models.assemble import assemble_vlm
+from earthvl.models.tiny import resolve_model
 from earthvl.models.vlm import load_adapter
 from earthvl.prompts import classify_instruction, vqa_instruction
 from earthvl.sample import generate_sample
@@ -280,3 +282,38 @@ def test_shipped_recipes_use_only_known_keys():
     parser = make_parser()
     for name in [r for r in shipped_recipes() if r.startswith("vlm/")]:
         check_recipe_keys(parser, recipe_path(name))
+
+
+# --- assembling a model -------------------------------------------------------------------------------------------
+
+
+def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(data, tmp_path):
+    llava = LlavaForConditionalGeneration.from_pretrained(resolve_model("tiny-llava"))
+    llm = LlamaForCausalLM(llava.config.text_config)
+    llm.model.load_state_dict(llava.model.language_model.state_dict())
+    llm.lm_head.load_state_dict(llava.lm_head.state_dict())
+    llm.save_pretrained(tmp_path / "llm")
+    AutoTokenizer.from_pretrained(resolve_model("tiny-llava")).save_pretrained(tmp_path / "llm")
+
+    path = assemble_vlm("tiny-clip", str(tmp_path / "llm"), tmp_path / "assembled")
+    model = LlavaForConditionalGeneration.from_pretrained(path)
+    clip = CLIPVisionModel.from_pretrained(resolve_model("tiny-clip"))
+    for halves in ((model.model.vision_tower, clip), (model.model.language_model, llm.model), (model.lm_head, llm.lm_head)):
+        ours, theirs = halves[0].state_dict(), halves[1].state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    script, training, model_args = arguments([f"{data / 'cen'}:gpt35"], tmp_path / "run", max_steps=3)
+    model_args.model_name_or_path = None
+    model_args.vision_tower, model_args.language_model = "tiny-clip", str(tmp_path / "llm")
+    trainer = main(script, training, model_args)
+    assert model_args.train_projector
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    assert int((batch["input_ids"] == trainer.model.config.image_token_id).sum()) == (64 // 8) ** 2
+    trained = {k: v for k, v in adapter_weights(tmp_path / "run").items() if "multi_modal_projector" in k}
+    fresh = {k.split("multi_modal_projector.")[1]: v for k, v in model.state_dict().items() if "multi_modal_projector" in k}
+    assert trained and all(
+        not torch.allclose(v.float(), fresh[k.split("multi_modal_projector.")[1].replace("modules_to_save.default.", "")])
+        for k, v in trained.items() if k.endswith("weight")
+    )
+    with pytest.raises(EarthvlError, match="both --vision_tower and --language_model"):
+        main(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"vision_tower": "tiny-clip"}))

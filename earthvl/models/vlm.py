@@ -32,13 +32,27 @@ VISION_FILE = "vision.json"
 """Beside an adapter: how the base's vision tower was changed before training (`apply_vision`'s argument)."""
 
 
-def quantization_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
-    """NF4 with double quantisation and `compute_dtype` compute, leaving the vision side and `lm_head` alone."""
+def quantization_config(
+    compute_dtype: torch.dtype = torch.bfloat16,
+    *,
+    bits: int = 4,
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    quant_storage: torch.dtype | str | None = None,
+) -> BitsAndBytesConfig:
+    """NF4 with double quantisation and `compute_dtype` compute (or 8-bit), leaving the vision side and `lm_head` alone.
+
+    `quant_storage` set to the compute dtype is what FSDP and ZeRO-3 need to shard the 4-bit weights with the rest."""
+    if bits not in (4, 8):
+        raise EarthvlError(f"bits={bits}: bitsandbytes quantises to 4 or 8 bits")
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=quant_storage or torch.uint8,
         llm_int8_skip_modules=UNQUANTIZED_MODULES,
     )
 
@@ -47,6 +61,8 @@ def load_vlm(
     name_or_path: str,
     *,
     load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    quantization: dict[str, Any] | None = None,
     dtype: torch.dtype | str | None = None,
     revision: str | None = None,
     attn_implementation: str | None = None,
@@ -55,15 +71,18 @@ def load_vlm(
 ) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
     """A LLaVA checkpoint (Hub id, local folder or a tiny model name) and its processor.
 
-    With `load_in_4bit` the language model is quantised as in `quantization_config` (compute in `dtype`, default
-    bf16). A processor without a chat template gets earthvl's LLaVA-1.5 training template, which ends assistant
-    turns with `</s>` and marks them for assistant-only loss."""
+    With `load_in_4bit` (or `load_in_8bit`) the language model is quantised as in `quantization_config` (compute
+    in `dtype`, default bf16; `quantization` holds its other arguments). A processor without a chat template gets
+    earthvl's LLaVA-1.5 training template, which ends assistant turns with `</s>` and marks them for
+    assistant-only loss."""
     path = resolve_model(name_or_path)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
-    if load_in_4bit:
+    if load_in_4bit and load_in_8bit:
+        raise EarthvlError("load_in_4bit and load_in_8bit are both set: choose one")
+    if load_in_4bit or load_in_8bit:
         compute = dtype if isinstance(dtype, torch.dtype) else torch.bfloat16
-        kwargs["quantization_config"] = quantization_config(compute)
+        kwargs["quantization_config"] = quantization_config(compute, bits=4 if load_in_4bit else 8, **(quantization or {}))
         dtype = dtype or compute
     model = LlavaForConditionalGeneration.from_pretrained(
         path,
@@ -104,17 +123,21 @@ def lora_config(
     target_modules: str | list[str] | None = None,
     train_projector: bool = False,
     train_patch_embedding: bool = False,
+    modules_to_save: list[str] | None = None,
+    **kwargs: Any,
 ) -> LoraConfig:
     """LoRA on the language model's linear layers (or `target_modules`); the projector and the (widened) patch
-    embedding trained in full if asked, and saved with the adapter."""
-    modules_to_save = [PROJECTOR] * train_projector + [PATCH_EMBEDDING] * train_patch_embedding
+    embedding trained in full if asked, and saved with the adapter, as are `modules_to_save`. Other keyword
+    arguments (`use_rslora`, `use_dora`, `target_parameters`, ...) go to `peft.LoraConfig`."""
+    saved = [PROJECTOR] * train_projector + [PATCH_EMBEDDING] * train_patch_embedding + list(modules_to_save or [])
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=target_modules or LLM_LINEAR_LAYERS,
-        modules_to_save=modules_to_save or None,
-        task_type="CAUSAL_LM",
+        modules_to_save=saved or None,
+        task_type=kwargs.pop("task_type", "CAUSAL_LM"),
+        **kwargs,
     )
 
 

@@ -22,6 +22,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
+from earthvl.models.assemble import assemble_vlm
 from earthvl.models.vision import band_statistics
 from earthvl.models.vlm import VISION_FILE, apply_vision, load_vlm, lora_config, merge_adapter
 from earthvl.train.checkpoints import AtomicCheckpoints, last_checkpoint
@@ -95,6 +96,14 @@ class VlmModelArguments(ModelConfig):
     train_projector: bool = field(
         default=False, metadata={"help": "Also train the multimodal projector in full (saved with the adapter)."}
     )
+    vision_tower: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --language_model, instead of --model_name_or_path: assemble a LLaVA-1.5 model from this CLIP "
+            "checkpoint and that causal LM with a fresh projector (which then is trained, as in LLaVA's stage 1)."
+        },
+    )
+    language_model: str | None = field(default=None, metadata={"help": "The causal LM of --vision_tower's assembly."})
     image_size: int | None = field(
         default=None,
         metadata={
@@ -250,8 +259,26 @@ def vision_settings(model_args: VlmModelArguments, script_args: VlmScriptArgumen
     return vision
 
 
+def base_model(model_args: VlmModelArguments) -> str:
+    """The checkpoint to train: `model_name_or_path`, or the assembly of `vision_tower` and `language_model` (whose
+    fresh projector switches `train_projector` on)."""
+    if not (model_args.vision_tower or model_args.language_model):
+        if not model_args.model_name_or_path:
+            raise EarthvlError("give --model_name_or_path, or --vision_tower and --language_model to assemble one")
+        return model_args.model_name_or_path
+    if not (model_args.vision_tower and model_args.language_model) or model_args.model_name_or_path:
+        raise EarthvlError(
+            "assembling a model takes both --vision_tower and --language_model, and no --model_name_or_path"
+        )
+    if not model_args.train_projector:
+        logger.info("train_projector set to True: an assembled model's projector starts from random weights")
+        model_args.train_projector = True
+    return str(assemble_vlm(model_args.vision_tower, model_args.language_model))
+
+
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> VlmTrainer:
     """Train, save the adapter (or model) and processor into `training_args.output_dir`; returns the trainer."""
+    base = base_model(model_args)
     if training_args.remove_unused_columns:
         logger.info("remove_unused_columns set to False: conversation rows are made on access from the image columns")
         training_args.remove_unused_columns = False
@@ -276,8 +303,14 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         )
         eval_dataset = {_short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
     model, processor = load_vlm(
-        model_args.model_name_or_path,
+        base,
         load_in_4bit=model_args.load_in_4bit,
+        load_in_8bit=model_args.load_in_8bit,
+        quantization=dict(
+            quant_type=model_args.bnb_4bit_quant_type,
+            double_quant=model_args.use_bnb_nested_quant,
+            quant_storage=model_args.bnb_4bit_quant_storage,
+        ),
         dtype=model_args.dtype,
         revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation,
@@ -293,6 +326,11 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
             target_modules=model_args.lora_target_modules,
             train_projector=model_args.train_projector,
             train_patch_embedding=model_args.multispectral,
+            modules_to_save=model_args.lora_modules_to_save,
+            target_parameters=model_args.lora_target_parameters,
+            use_rslora=model_args.use_rslora,
+            use_dora=model_args.use_dora,
+            task_type=model_args.lora_task_type,
         )
     trainer = VlmTrainer(
         model=model,
@@ -312,7 +350,7 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     save_outputs(trainer, processor, vision)
     if script_args.merge_adapter and model_args.use_peft:
         output = Path(training_args.output_dir)
-        merge_adapter(model_args.model_name_or_path, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
+        merge_adapter(base, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
     return trainer
 
 
