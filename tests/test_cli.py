@@ -21,7 +21,7 @@ def test_build_chatearthnet_from_the_sample_zips(sample_world, tmp_path, capsys)
     zips = sample_world.root / "chatearthnet_zenodo"
     assert main(["build", "chatearthnet", "--source", str(zips), "--out", str(out), "--configs", "gpt35", "--quiet"]) == 0
     assert "gpt35: train 28, validation 4, test 16" in capsys.readouterr().out
-    dataset = load_dataset(str(out), "gpt35")
+    dataset = load_dataset(str(out), "gpt35", cache_dir=str(tmp_path / "cache"))
     assert {split: dataset[split].num_rows for split in dataset} == {"train": 28, "validation": 4, "test": 16}
 
 
@@ -38,7 +38,7 @@ def test_build_gaia_from_the_sample_shards_with_options_from_a_yaml_config(sampl
     printed = capsys.readouterr().out
     downloaded = [s for s in sample_world.gaia.scenes if s.split == "test" and s.downloaded]
     assert f"default: test {len(downloaded)}" in printed
-    dataset = load_dataset(str(out), "default", split="test")
+    dataset = load_dataset(str(out), "default", split="test", cache_dir=str(tmp_path / "cache"))
     assert sorted(dataset["id"]) == sorted(s.record["id"] for s in downloaded)
     assert not any(c.startswith("The image showcases:") for row in dataset["captions"] for c in row)
 

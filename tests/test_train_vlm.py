@@ -6,7 +6,6 @@ import json
 import bitsandbytes as bnb
 import pytest
 import torch
-from datasets import load_dataset
 from peft import PeftModel, get_peft_model
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from trl import SFTConfig
@@ -15,6 +14,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from earthvl import cli
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.gaia.build import build_gaia
+from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.models.tiny import resolve_model
 from earthvl.models.vlm import load_vlm, lora_config
@@ -75,7 +75,7 @@ def test_quantisation_layout_and_lora_placement():
 
 def test_no_label_on_image_prompt_or_padding_tokens(data):
     model, processor = load_vlm("tiny-llava")
-    rows, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="train"))
+    rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "train"))
     batch = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)([rows[i] for i in range(6)])
     labels, ids = batch["labels"], batch["input_ids"]
     tokenizer = processor.tokenizer
@@ -100,7 +100,7 @@ def _inverted_labels(collate):
 
 @pytest.mark.parametrize("broken", [None, "frozen adapter", "inverted label mask"])
 def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
-    held_out, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="validation"), paraphrase=False)
+    held_out, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
     base, processor = load_vlm("tiny-llava", load_in_4bit=True, dtype=torch.float32)
     before = heldout_loss(base, processor, held_out)
     if broken == "inverted label mask":
@@ -117,7 +117,7 @@ def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
 
 def test_saved_adapter_reloads_to_the_same_outputs(data, tmp_path):
     trainer = main(*arguments(data, tmp_path / "run", num_train_epochs=1))
-    rows, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="validation"), paraphrase=False)
+    rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
     base, processor = load_vlm("tiny-llava", load_in_4bit=True, dtype=torch.float32)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "run")
     batch = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)([rows[0], rows[1]])
@@ -139,8 +139,8 @@ def test_saved_adapter_reloads_to_the_same_outputs(data, tmp_path):
 
 
 def test_mixture_follows_the_weights(data):
-    cen, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="train"))
-    gaia, _ = to_conversations(load_dataset(str(data / "gaia"), "default", split="train"))
+    cen, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "train"))
+    gaia, _ = to_conversations(load_split(str(data / "gaia"), "default", "train"))
     mixed = mix([cen, gaia], [1.0, 3.0], seed=0)
     total = len(cen) + len(gaia)
     counts = [mixed.data.column("source").to_pylist().count(i) for i in (0, 1)]
@@ -172,7 +172,7 @@ def test_merged_model_loads_plainly_and_generates_like_the_adapter(data, tmp_pat
     adapted = PeftModel.from_pretrained(base, tmp_path / "run").eval()
     merged_processor = AutoProcessor.from_pretrained(tmp_path / "run" / "merged")
     assert merged_processor.chat_template == processor.chat_template
-    rows, _ = to_conversations(load_dataset(str(data / "cen"), "gpt35", split="validation"), paraphrase=False)
+    rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
     untrained = LlavaForConditionalGeneration.from_pretrained(resolve_model("tiny-llava"))
     changed = False
     for row in (rows[0], rows[1]):

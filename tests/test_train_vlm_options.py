@@ -14,6 +14,7 @@ from trl import SFTConfig
 
 from earthvl import cli
 from earthvl.builders.chatearthnet.build import build_chatearthnet
+from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.images import BadImage
 from earthvl.models.assemble import assemble_vlm
@@ -317,3 +318,24 @@ def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(dat
     )
     with pytest.raises(EarthvlError, match="both --vision_tower and --language_model"):
         main(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"vision_tower": "tiny-clip"}))
+
+
+def test_two_folders_of_the_same_name_are_not_confused(tmp_path):
+    """datasets 5.2 caches `load_dataset(folder, config)` by folder name: earthvl reads local folders by file."""
+    sizes = {}
+    for index, tiles in enumerate((6, 12)):
+        world = generate_sample(tmp_path / f"w{index}", tiles=tiles, seed=index, gaia_images=3, progress=False)
+        out = tmp_path / f"p{index}" / "cen"
+        build_chatearthnet(world.chatearthnet.root, out, configs=["gpt35"], splits="train", progress=False, num_proc=1)
+        sizes[index] = (len(load_split(str(out), "gpt35", "train")), len(pq_rows(out)))
+    assert sizes[0][0] == sizes[0][1] and sizes[1][0] == sizes[1][1] and sizes[0][0] != sizes[1][0]
+    with pytest.raises(EarthvlError, match="no config 'gpt4v'; its configs are gpt35"):
+        load_split(str(out), "gpt4v", "train")
+    with pytest.raises(EarthvlError, match="has no split 'test'"):
+        load_split(str(out), "gpt35", "test")
+
+
+def pq_rows(folder):
+    import pyarrow.parquet as pq
+
+    return [row for path in sorted(folder.glob("data/gpt35/train-*.parquet")) for row in pq.read_table(path, columns=["file_name"]).to_pylist()]

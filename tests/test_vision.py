@@ -6,12 +6,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from datasets import concatenate_datasets, load_dataset
+from datasets import concatenate_datasets
 from PIL import Image
 from transformers import AutoProcessor, CLIPModel, CLIPVisionModel, LlavaForConditionalGeneration
 
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.chatearthnet.layout import BANDS
+from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.models.tiny import IMAGE_SIZE, PATCH_SIZE, resolve_model
 from earthvl.models.vision import (
@@ -167,7 +168,7 @@ def chatearthnet(tmp_path_factory):
 
 
 def all_splits(folder, config):
-    return concatenate_datasets([load_dataset(str(folder), config, split=s) for s in ("train", "validation", "test")])
+    return concatenate_datasets([load_split(str(folder), config, s) for s in ("train", "validation", "test")])
 
 
 def numpy_statistics(rows) -> tuple[np.ndarray, np.ndarray]:

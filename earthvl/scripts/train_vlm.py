@@ -18,6 +18,8 @@ def make_parser(prog: str = "earthvl train vlm") -> TrlParser:
 
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> int:
     trainer = train(script_args, training_args, model_args)
+    if not trainer.is_world_process_zero():
+        return 0
     print(f"saved the {'adapter' if model_args.use_peft else 'model'} and processor to {training_args.output_dir}")
     for name, value in trainer.state.log_history[-1].items():
         print(f"  {name}: {value}")

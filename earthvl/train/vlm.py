@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from transformers import TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
+from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.assemble import assemble_vlm
@@ -84,6 +85,10 @@ class VlmScriptArguments:
         default=False,
         metadata={"help": "Also write the adapter merged into an unquantised base (model dtype) to <output_dir>/merged."},
     )
+
+    def __post_init__(self) -> None:
+        if self.eval_split is not None and self.eval_split.lower() in ("", "none", "null"):
+            self.eval_split = None
 
 
 @dataclass
@@ -201,11 +206,7 @@ class VlmTrainer(AtomicCheckpoints, ThroughputLogging, LengthGrouping, SFTTraine
 
 
 def _load_split(spec: str, split: str) -> Dataset:
-    path, config = _split_name(spec)
-    try:
-        return load_dataset(path, config, split=split)
-    except (FileNotFoundError, ValueError) as error:
-        raise EarthvlError(f"cannot load split {split!r} of {spec}: {error}") from error
+    return load_split(*_split_name(spec), split)
 
 
 def load_conversations(
@@ -348,7 +349,7 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         logger.info("resuming from %s" % checkpoint if checkpoint else "no checkpoint to resume from: starting afresh")
     trainer.train(resume_from_checkpoint=checkpoint)
     save_outputs(trainer, processor, vision)
-    if script_args.merge_adapter and model_args.use_peft:
+    if script_args.merge_adapter and model_args.use_peft and trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         merge_adapter(base, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
     return trainer
