@@ -13,19 +13,24 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard
 
+from earthvl.builders.folder import CARD_FILE
 from earthvl.errors import EarthvlError
 
-CARD_FILE = "README.md"
 
-
-def _local_files(folder: Path, config: str | None, split: str) -> list[str]:
-    """The Parquet files of `config`'s `split`, from the `configs` of the folder's card."""
+def folder_configs(folder: Path) -> list[dict]:
+    """The `configs` of a Hub-style folder's card, or an error naming what is wrong with the card."""
     try:
         configs = DatasetCard.load(folder / CARD_FILE).data.to_dict().get("configs") or []
     except Exception as error:  # the card parser raises plain ValueErrors and YAML errors alike
         raise EarthvlError(f"{folder / CARD_FILE} is not a valid dataset card: {error}") from error
     if not configs:
         raise EarthvlError(f"{folder / CARD_FILE} lists no configs in its YAML front matter")
+    return configs
+
+
+def _local_files(folder: Path, config: str | None, split: str) -> list[str]:
+    """The Parquet files of `config`'s `split`, from the `configs` of the folder's card."""
+    configs = folder_configs(folder)
     names = [entry["config_name"] for entry in configs]
     if config is None:
         chosen = next((entry for entry in configs if entry.get("default")), configs[0] if len(configs) == 1 else None)

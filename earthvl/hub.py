@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
+from earthvl.data import folder_configs
 from earthvl.errors import EarthvlError
 
 IGNORE_PATTERNS = [".*", "**/.*", "*.partial", "**/*.partial"]
@@ -20,12 +21,7 @@ def check_dataset_folder(folder: str | Path) -> Path:
     missing = [name for name in (CARD_FILE, REPORT_FILE, DATA_DIR) if not (folder / name).exists()]
     if missing:
         raise EarthvlError(f"{folder} is not a built earthvl dataset folder: {', '.join(missing)} missing")
-    try:
-        card = DatasetCard.load(folder / CARD_FILE)
-    except Exception as error:  # the card parser raises plain ValueErrors and YAML errors alike
-        raise EarthvlError(f"{folder / CARD_FILE} is not a valid dataset card: {error}") from error
-    if not card.data.to_dict().get("configs"):
-        raise EarthvlError(f"{folder / CARD_FILE} lists no configs in its YAML front matter")
+    folder_configs(folder)
     return folder
 
 
