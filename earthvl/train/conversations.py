@@ -207,12 +207,11 @@ def to_conversations(
         on_bad_image=on_bad_image,
         max_pixels=max_pixels,
     )
-    texts = kept.select_columns([answer_column] + ([QUESTION_COLUMN] if task == "vqa" else []))
+    texts = kept.with_format("arrow")
+    answers = texts[answer_column].to_pylist()
+    questions = texts[QUESTION_COLUMN].to_pylist() if task == "vqa" else [""] * len(answers)
     instruction_words = _words(classify_instruction(class_names) if class_names else CAPTION_INSTRUCTION)
-    lengths = [
-        round(instruction_words + _words(row[answer_column]) + (_words(row[QUESTION_COLUMN]) if task == "vqa" else 0))
-        for row in texts
-    ]
+    lengths = [round(instruction_words + _words(answer) + _words(question)) for answer, question in zip(answers, questions)]
     if LENGTH_COLUMN in kept.column_names:
         kept = kept.remove_columns(LENGTH_COLUMN)
     kept = kept.add_column(LENGTH_COLUMN, lengths)

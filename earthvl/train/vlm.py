@@ -172,7 +172,7 @@ def mix(sources: list[Dataset], weights: list[float] | None, seed: int = 0) -> D
     for index, (source, size, weight) in enumerate(zip(sources, sizes, weights)):
         share = round(total * weight / sum(weights))
         rows = np.concatenate([np.tile(np.arange(size), share // size), rng.permutation(size)[: share % size]])
-        lengths = np.asarray(source.with_format(None)[LENGTH_COLUMN])
+        lengths = source.with_format("arrow")[LENGTH_COLUMN].to_numpy()
         columns["source"] += [index] * len(rows)
         columns["row"] += rows.astype(int).tolist()
         columns[LENGTH_COLUMN] += lengths[rows.astype(int)].tolist()
