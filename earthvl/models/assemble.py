@@ -12,21 +12,12 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoImageProcessor,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-)
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel, LlavaForConditionalGeneration
 
 from earthvl.atomic import staged_dir
 from earthvl.cache import cache_dir
 from earthvl.errors import EarthvlError
-from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
+from earthvl.models.llava import llava15_config, llava15_processor
 from earthvl.models.tiny import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -45,9 +36,8 @@ def assemble_vlm(
     """Join `vision_tower` (a CLIP or CLIP-vision checkpoint) and `language_model` (a causal LM with a tokenizer)
     into a LLaVA-1.5 model saved in `out` (default: a cache folder named by the two ids and the seed).
 
-    As LLaVA-1.5: features of the vision tower's second-to-last layer without the class token, a two-layer GELU
-    projector initialised from `seed`, and an `<image>` token added to the tokenizer. The two halves' weights are
-    copied unchanged."""
+    The layout is `earthvl.models.llava`'s; the projector is initialised from `seed` and an `<image>` token is added
+    to the tokenizer. The two halves' weights are copied unchanged."""
     if out is None:
         key = hashlib.sha256(f"{vision_tower}\n{language_model}\n{seed}\n{dtype}".encode()).hexdigest()[:16]
         out = cache_dir() / "assembled" / key
@@ -68,30 +58,14 @@ def assemble_vlm(
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
         llm.resize_token_embeddings(len(tokenizer))
-    vision_config: CLIPVisionConfig = vision.config
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=llm.config,
-        image_token_index=image_token_id,
-        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+    config = llava15_config(vision.config, llm.config, image_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config).to(dtype)
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.get_decoder().state_dict())
     model.lm_head.load_state_dict(llm.get_output_embeddings().state_dict())
-    processor = LlavaProcessor(
-        image_processor=AutoImageProcessor.from_pretrained(vision_path),
-        tokenizer=tokenizer,
-        patch_size=vision_config.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the class token, which the "default" strategy drops again
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
+    processor = llava15_processor(AutoImageProcessor.from_pretrained(vision_path), tokenizer, vision.config.patch_size)
     with staged_dir(out, replace=False) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)

@@ -30,9 +30,7 @@ from transformers import (
     CLIPTextConfig,
     CLIPVisionConfig,
     LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
-    LlavaProcessor,
     OPTConfig,
     PreTrainedConfig,
     PreTrainedModel,
@@ -44,6 +42,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from earthvl.atomic import staged_dir
 from earthvl.cache import cache_dir
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
+from earthvl.models.llava import llava15_config, llava15_processor
 
 # Part of the cache folder name: bump it whenever a builder, a size below or the default corpus changes, so that
 # `resolve_model` stops serving folders built by older code.
@@ -166,23 +165,12 @@ def build_tiny_llava(out_dir: str | os.PathLike, tokenizer: PreTrainedTokenizerF
         model_max_length=LLAMA["max_position_embeddings"],
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(**{**VISION, "num_hidden_layers": LLAVA_VISION_LAYERS}),
-        text_config=LlamaConfig(**LLAMA, vocab_size=len(tokenizer), **_special_token_ids(tokenizer)),
-        image_token_index=tokenizer.image_token_id,
-        image_seq_length=_num_patches(),
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+    config = llava15_config(
+        CLIPVisionConfig(**{**VISION, "num_hidden_layers": LLAVA_VISION_LAYERS}),
+        LlamaConfig(**LLAMA, vocab_size=len(tokenizer), **_special_token_ids(tokenizer)),
+        tokenizer.image_token_id,
     )
-    processor = LlavaProcessor(
-        image_processor=_clip_image_processor(),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token, which the "default" strategy drops again
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
+    processor = llava15_processor(_clip_image_processor(), tokenizer, PATCH_SIZE)
     return _save(_seeded(LlavaForConditionalGeneration, config), processor, out_dir)
 
 
@@ -257,10 +245,6 @@ def _special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-
-
-def _num_patches() -> int:
-    return (IMAGE_SIZE // PATCH_SIZE) ** 2
 
 
 def _clip_image_processor() -> CLIPImageProcessorPil:

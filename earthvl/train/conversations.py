@@ -170,9 +170,9 @@ def to_conversations(
     if on_bad_image not in ON_BAD_IMAGE:
         raise EarthvlError(f"on_bad_image={on_bad_image!r}: choose one of {', '.join(ON_BAD_IMAGE)}")
     task = detect_task(dataset) if task == "auto" else task
-    answer_column = {"caption": _first(dataset, CAPTION_COLUMNS), "classify": LABEL_COLUMN, "vqa": ANSWER_COLUMN}.get(task)
     if task not in TASKS:
         raise EarthvlError(f"task={task!r} for {name}: choose one of auto, {', '.join(TASKS)}")
+    answer_column = {"caption": _first(dataset, CAPTION_COLUMNS), "classify": LABEL_COLUMN, "vqa": ANSWER_COLUMN}[task]
     needed = [answer_column] + ([QUESTION_COLUMN] if task == "vqa" else [])
     missing = [column for column in needed if column is None or column not in dataset.column_names]
     if missing:

@@ -205,10 +205,6 @@ class VlmTrainer(AtomicCheckpoints, ThroughputLogging, LengthGrouping, SFTTraine
         return super()._prepare_inputs(inputs)
 
 
-def _load_split(spec: str, split: str) -> Dataset:
-    return load_split(*_split_name(spec), split)
-
-
 def load_conversations(
     specs: list[str],
     split: str,
@@ -227,7 +223,7 @@ def load_conversations(
         raise EarthvlError(f"tasks gives {len(tasks)} tasks for {len(specs)} datasets: give one per dataset")
     datasets, transforms = [], []
     for spec, task in zip(specs, tasks):
-        dataset = _load_split(spec, split)
+        dataset = load_split(*_split_name(spec), split)
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         rows, transform = to_conversations(
@@ -245,16 +241,15 @@ def load_conversations(
     return datasets, transforms
 
 
-def vision_settings(model_args: VlmModelArguments, script_args: VlmScriptArguments, seed: int) -> dict[str, Any]:
-    """The vision-tower changes the model options ask for, with band statistics from the first training dataset."""
+def vision_settings(model_args: VlmModelArguments, first_source: Dataset, seed: int) -> dict[str, Any]:
+    """The vision-tower changes the model options ask for, with band statistics from the first training dataset
+    (its rows as loaded, without the conversation transform)."""
     vision: dict[str, Any] = {}
     if model_args.image_size:
         vision["image_size"] = model_args.image_size
     if model_args.multispectral:
         mean, std = band_statistics(
-            _load_split(script_args.datasets[0], script_args.train_split),
-            max_rows=model_args.band_statistics_rows,
-            seed=seed,
+            first_source.with_format(None), max_rows=model_args.band_statistics_rows, seed=seed
         )
         vision.update(num_channels=len(mean), band_mean=mean, band_std=std)
     return vision
@@ -316,7 +311,7 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation,
     )
-    vision = vision_settings(model_args, script_args, training_args.seed)
+    vision = vision_settings(model_args, sources[0], training_args.seed)
     apply_vision(model, processor, vision)
     peft_config = None
     if model_args.use_peft:
