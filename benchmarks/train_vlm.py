@@ -73,7 +73,8 @@ from earthvl.models.tiny import resolve_model
 from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.sample import generate_sample
 from earthvl.train.collate import VlmCollator
-from earthvl.train.vlm import VlmTrainer, load_conversations, mix
+from earthvl.train.foundation import mix
+from earthvl.train.vlm import VlmTrainer, load_conversations
 
 LENGTH = "length"
 IMAGE_SIZE, PATCH_SIZE = 336, 14

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from argparse import ArgumentParser
 
@@ -16,9 +17,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
     "publish": ("earthvl.scripts.publish", "Upload a built dataset folder to the Hugging Face Hub."),
     "train vlm": ("earthvl.scripts.train_vlm", "Instruction-tune a LLaVA-style VLM with TRL (QLoRA by default)."),
+    "train clip": ("earthvl.scripts.train_clip", "Fine-tune CLIP contrastively (the GAIA recipe)."),
+    "train blip2": ("earthvl.scripts.train_blip2", "Fine-tune a BLIP-2 captioner with LoRA (the GAIA recipe)."),
 }
 """Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
 `main(*dataclasses)`, help)."""
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes (test runners and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_info_logs() -> None:
+    """earthvl's INFO messages (what a run changed or measured, e.g. the share of captions cut) go to stderr."""
+    log = logging.getLogger("earthvl")
+    if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("earthvl: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _build_parser() -> ArgumentParser:
@@ -76,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     rest = _with_recipe_paths(rest)
+    _show_info_logs()
     module = importlib.import_module(COMMANDS[command][0])
     script_parser = module.make_parser(prog=f"earthvl {command}")
     try:

@@ -19,10 +19,20 @@ class BadImage(EarthvlError):
     """An image that cannot be decoded, or is over the pixel limit."""
 
 
-def open_image(cell: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "RGB") -> PILImage.Image:
-    """A decoded `mode` image from a `datasets` image cell (`{"bytes", "path"}`), a path, bytes or a PIL image.
+def open_image(
+    cell: Any,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    mode: str | None = "RGB",
+    draft_size: tuple[int, int] | None = None,
+) -> PILImage.Image:
+    """A decoded `mode` image (None: the mode as stored) from a `datasets` image cell (`{"bytes", "path"}`), a
+    path, bytes or a PIL image.
 
-    The size is checked against `max_pixels` from the header, before any pixel is decoded."""
+    The size is checked against `max_pixels` from the header, before any pixel is decoded. With `draft_size`
+    (width, height), a JPEG read from bytes or a path is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, as
+    small as that keeps both sides at least `draft_size` (`PIL.Image.draft`: much faster on large files); its size
+    in the file is then kept in `image.info["original_size"]`. Other formats, and PIL images, ignore it."""
     path = cell.get("path") if isinstance(cell, dict) else cell if isinstance(cell, str) else None
     where = f" {path}" if path else ""
     try:
@@ -33,9 +43,13 @@ def open_image(cell: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "
                 cell = cell.get("bytes") or cell.get("path")
             image = PILImage.open(io.BytesIO(cell) if isinstance(cell, (bytes, bytearray)) else cell)
         if image.width * image.height > max_pixels:
-            raise BadImage(f"image is {image.width}x{image.height} px, over the limit of {max_pixels:,} pixels")
+            raise BadImage(f"image{where} is {image.width}x{image.height} px, over the limit of {max_pixels:,} pixels")
+        if draft_size is not None and not isinstance(cell, PILImage.Image):
+            original_size = image.size
+            if image.draft(mode, draft_size) is not None:
+                image.info["original_size"] = original_size
         image.load()
-        return image if image.mode == mode else image.convert(mode)
+        return image if mode is None or image.mode == mode else image.convert(mode)
     except PILImage.UnidentifiedImageError as error:
         raise BadImage(f"cannot decode the image{where}: not in an image format PIL reads") from error
     except PIL_ERRORS as error:

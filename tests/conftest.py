@@ -24,3 +24,19 @@ def server():
     fake = FakeServer()
     yield fake
     fake.close()
+
+
+@pytest.fixture(scope="session")
+def caption_world(tmp_path_factory):
+    """A sample world large enough to fine-tune the tiny CLIP and BLIP-2 on, built into Hub folders: `cen` (ChatEarthNet
+    gpt35), `gaia` (GAIA default) and `labels` (file name -> land-cover map, ground truth the upstream files lack)."""
+    from earthvl.builders.chatearthnet.build import build_chatearthnet
+    from earthvl.builders.gaia.build import build_gaia
+    from earthvl.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("captions")
+    world = generate_sample(root / "world", tiles=48, seed=3, gaia_images=120, keep_label_maps=True, progress=False)
+    build_chatearthnet(world.chatearthnet.root, root / "cen", configs="gpt35", progress=False, num_proc=1)
+    build_gaia(world.gaia.root, root / "gaia", configs="default", progress=False)
+    labels = {patch.file_name: patch.label_map for patch in world.chatearthnet.patches if patch.label_map is not None}
+    return {"cen": root / "cen", "gaia": root / "gaia", "labels": labels}

@@ -21,7 +21,8 @@ from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.recipes import recipe_path, shipped_recipes
 from earthvl.sample import generate_sample
 from earthvl.train.conversations import to_conversations
-from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main, mix
+from earthvl.train.foundation import mix
+from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from earthvl.models.vlm import load_adapter
 from earthvl.prompts import classify_instruction, vqa_instruction
 from earthvl.sample import generate_sample
 from earthvl.train.checkpoints import STAGING, last_checkpoint
-from earthvl.train.collate import SKIPPED_IMAGES, VlmCollator
+from earthvl.train.collate import VlmCollator
+from earthvl.train.foundation import SKIPPED_IMAGES
 from earthvl.train.conversations import to_conversations
 from earthvl.train.progress import log_line
 from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, VlmTrainer, main
@@ -278,11 +279,17 @@ def test_an_unknown_recipe_key_is_named(tmp_path, capsys):
 
 def test_shipped_recipes_use_only_known_keys():
     from earthvl.recipes import check_recipe_keys, recipe_path, shipped_recipes
-    from earthvl.scripts.train_vlm import make_parser
+    from earthvl.scripts import train_blip2, train_clip, train_vlm
 
-    parser = make_parser()
-    for name in [r for r in shipped_recipes() if r.startswith("vlm/")]:
-        check_recipe_keys(parser, recipe_path(name))
+    parsers = {"vlm": train_vlm.make_parser(), "clip": train_clip.make_parser(), "blip2": train_blip2.make_parser()}
+    checked = [name for name in shipped_recipes() if name.split("/")[0] in parsers]
+    assert {name.split("/")[0] for name in checked} == set(parsers)
+    for name in checked:
+        check_recipe_keys(parsers[name.split("/")[0]], recipe_path(name))
+        # Values are checked too; bf16 is off since this machine has no GPU.
+        parsers[name.split("/")[0]].parse_args_and_config(
+            ["--config", recipe_path(name), "--datasets", "x", "--output_dir", "o", "--bf16", "false"]
+        )
 
 
 # --- assembling a model -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from earthvl.models.llava import llava15_config, llava15_processor
 
 # Part of the cache folder name: bump it whenever a builder, a size below or the default corpus changes, so that
 # `resolve_model` stops serving folders built by older code.
-TINY_MODELS_VERSION = 1
+TINY_MODELS_VERSION = 2
 SEED = 0
 
 PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN = "<pad>", "<unk>", "<s>", "</s>", "<image>"
@@ -95,6 +95,9 @@ OPT: dict[str, Any] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "max_position_embeddings": 512,
+    # Real checkpoints have trained embeddings. At the usual std of 0.02, OPT's tied, frozen word embeddings would cap
+    # every logit near 2.5 and leave LoRA on the attention (the GAIA placement) unable to learn a caption.
+    "init_std": 0.15,
 }
 NUM_QUERY_TOKENS = 8
 INITIALIZER_RANGE = 0.02

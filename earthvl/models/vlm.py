@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from peft import LoraConfig, PeftModel
-from transformers import AutoProcessor, BitsAndBytesConfig, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
 
 from earthvl.errors import EarthvlError
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
-from earthvl.models.tiny import resolve_model
+from earthvl.models.loading import adapter_base, load_pretrained, lora_targets, save_merged
 from earthvl.models.vision import interpolate_position_embeddings, vision_embeddings, widen_patch_embedding
 
 UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
@@ -32,67 +32,14 @@ VISION_FILE = "vision.json"
 """Beside an adapter: how the base's vision tower was changed before training (`apply_vision`'s argument)."""
 
 
-def quantization_config(
-    compute_dtype: torch.dtype = torch.bfloat16,
-    *,
-    bits: int = 4,
-    quant_type: str = "nf4",
-    double_quant: bool = True,
-    quant_storage: torch.dtype | str | None = None,
-) -> BitsAndBytesConfig:
-    """NF4 with double quantisation and `compute_dtype` compute (or 8-bit), leaving the vision side and `lm_head` alone.
-
-    `quant_storage` set to the compute dtype is what FSDP and ZeRO-3 need to shard the 4-bit weights with the rest."""
-    if bits not in (4, 8):
-        raise EarthvlError(f"bits={bits}: bitsandbytes quantises to 4 or 8 bits")
-    if bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant_type,
-        bnb_4bit_use_double_quant=double_quant,
-        bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_storage=quant_storage or torch.uint8,
-        llm_int8_skip_modules=UNQUANTIZED_MODULES,
-    )
-
-
-def load_vlm(
-    name_or_path: str,
-    *,
-    load_in_4bit: bool = False,
-    load_in_8bit: bool = False,
-    quantization: dict[str, Any] | None = None,
-    dtype: torch.dtype | str | None = None,
-    revision: str | None = None,
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    **kwargs: Any,
-) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+def load_vlm(name_or_path: str, **kwargs: Any) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
     """A LLaVA checkpoint (Hub id, local folder or a tiny model name) and its processor.
 
-    With `load_in_4bit` (or `load_in_8bit`) the language model is quantised as in `quantization_config` (compute
-    in `dtype`, default bf16; `quantization` holds its other arguments). A processor without a chat template gets
-    earthvl's LLaVA-1.5 training template, which ends assistant turns with `</s>` and marks them for
-    assistant-only loss."""
-    path = resolve_model(name_or_path)
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
-    if load_in_4bit and load_in_8bit:
-        raise EarthvlError("load_in_4bit and load_in_8bit are both set: choose one")
-    if load_in_4bit or load_in_8bit:
-        compute = dtype if isinstance(dtype, torch.dtype) else torch.bfloat16
-        kwargs["quantization_config"] = quantization_config(compute, bits=4 if load_in_4bit else 8, **(quantization or {}))
-        dtype = dtype or compute
-    model = LlavaForConditionalGeneration.from_pretrained(
-        path,
-        revision=revision,
-        dtype=dtype or "auto",
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
-        **kwargs,
-    )
-    processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    With `load_in_4bit` (or `load_in_8bit`) the language model is quantised and the vision side and `lm_head` are
+    not (`UNQUANTIZED_MODULES`); the keyword arguments are `earthvl.models.loading.load_pretrained`'s. A processor
+    without a chat template gets earthvl's LLaVA-1.5 training template, which ends assistant turns with `</s>` and
+    marks them for assistant-only loss."""
+    model, processor = load_pretrained(LlavaForConditionalGeneration, name_or_path, skip_modules=UNQUANTIZED_MODULES, **kwargs)
     if not getattr(processor, "chat_template", None):
         processor.chat_template = LLAVA_CHAT_TEMPLATE
     return model, processor
@@ -134,7 +81,7 @@ def lora_config(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=target_modules or LLM_LINEAR_LAYERS,
+        target_modules=lora_targets(target_modules, LLM_LINEAR_LAYERS),
         modules_to_save=saved or None,
         task_type=kwargs.pop("task_type", "CAUSAL_LM"),
         **kwargs,
@@ -147,9 +94,7 @@ def load_adapter(
     """A trained adapter on its (unquantised) base, with the vision changes of its `vision.json` applied first, and
     the processor saved beside it. `base` defaults to the adapter's `base_model_name_or_path`."""
     adapter = Path(adapter)
-    if base is None:
-        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model, _ = load_vlm(base, dtype=dtype, **kwargs)
+    model, _ = load_vlm(base or adapter_base(adapter), dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(str(adapter))
     if (adapter / VISION_FILE).is_file():
         apply_vision(model, None, json.loads((adapter / VISION_FILE).read_text()))
@@ -162,7 +107,4 @@ def merge_adapter(
     """Fold a LoRA adapter into an unquantised copy of `base` and save it, with the adapter's processor, as a plain
     transformers model in `out` (safetensors) that `LlavaForConditionalGeneration.from_pretrained` loads; a widened
     or resized vision tower is saved as such."""
-    model, processor = load_adapter(adapter, base=base, dtype=dtype)
-    model.merge_and_unload().save_pretrained(out)
-    processor.save_pretrained(out)
-    return Path(out)
+    return save_merged(*load_adapter(adapter, base=base, dtype=dtype), out)

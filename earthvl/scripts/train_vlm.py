@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from trl import SFTConfig, TrlParser
 
+from earthvl.train.foundation import report
 from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments
 from earthvl.train.vlm import main as train
 
@@ -18,9 +19,5 @@ def make_parser(prog: str = "earthvl train vlm") -> TrlParser:
 
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> int:
     trainer = train(script_args, training_args, model_args)
-    if not trainer.is_world_process_zero():
-        return 0
-    print(f"saved the {'adapter' if model_args.use_peft else 'model'} and processor to {training_args.output_dir}")
-    for name, value in trainer.state.log_history[-1].items():
-        print(f"  {name}: {value}")
+    report(trainer, f"{'adapter' if model_args.use_peft else 'model'} and processor")
     return 0

@@ -1,15 +1,32 @@
-"""Batches for VLM training: TRL's vision-language collator, plus bad-image rows dropped and nine-band pixels."""
+"""Batches for the three trainers: rows whose image failed to decode dropped (and named), then the text side of
+each model: TRL's vision-language collator for VLMs (plus nine-band pixels), chunked captions for CLIP, masked
+caption labels for BLIP-2."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from earthvl.errors import EarthvlError
-from earthvl.models.vision import multispectral_pixel_values
-from earthvl.train.conversations import BAD_IMAGE
+import torch
 
-SKIPPED_IMAGES = "skipped_images"
-"""Batch key listing the rows dropped for bad images; the trainer pops it (and counts them) before the forward."""
+from earthvl.errors import EarthvlError
+from earthvl.models.blip2 import blip2_prompt_ids
+from earthvl.models.clip import TextChunker
+from earthvl.models.vision import multispectral_pixel_values
+from earthvl.train.captions import TEXTS
+from earthvl.train.foundation import SKIPPED_IMAGES
+from earthvl.train.rows import BAD_IMAGE
+
+IGNORE_INDEX = -100
+"""The label value that transformers' losses skip."""
+
+
+def usable_rows(examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows with a usable image, and why the others were dropped; a batch without any usable row is an error."""
+    skipped = [example[BAD_IMAGE] for example in examples if example.get(BAD_IMAGE)]
+    good = [example for example in examples if not example.get(BAD_IMAGE)]
+    if not good:
+        raise EarthvlError(f"every row of a batch has an image that failed to decode: {'; '.join(skipped)}")
+    return good, skipped
 
 
 class VlmCollator:
@@ -25,15 +42,80 @@ class VlmCollator:
         self.band_mean, self.band_std = vision.get("band_mean"), vision.get("band_std")
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        skipped = [example[BAD_IMAGE] for example in examples if example.get(BAD_IMAGE)]
-        good = [example for example in examples if not example.get(BAD_IMAGE)]
-        if not good:
-            raise EarthvlError(f"every row of a batch has an image that failed to decode: {'; '.join(skipped)}")
+        good, skipped = usable_rows(examples)
         batch = self.collator(good)
         if self.band_mean is not None:
             pixels = batch["pixel_values"]
             bands = multispectral_pixel_values([example["bands"] for example in good], pixels.shape[-1], self.band_mean, self.band_std)
             batch["pixel_values"] = bands.to(pixels.dtype)
+        if skipped:
+            batch[SKIPPED_IMAGES] = skipped
+        return batch
+
+
+class ClipCollator:
+    """CLIP batches: the images' pixel values, every caption fitted into token sequences by `chunker`, and two index
+    tensors that say which caption each sequence belongs to (`sequence_caption`) and which image each caption
+    belongs to (`caption_image`), so the loss can average chunks into captions and captions into images."""
+
+    def __init__(self, chunker: TextChunker) -> None:
+        self.chunker = chunker
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        good, skipped = usable_rows(examples)
+        sequences: list[list[int]] = []
+        sequence_caption: list[int] = []
+        caption_image: list[int] = []
+        for image, example in enumerate(good):
+            for text in example[TEXTS]:
+                fitted = self.chunker(text)
+                sequences += fitted
+                sequence_caption += [len(caption_image)] * len(fitted)
+                caption_image.append(image)
+        input_ids, attention_mask = self.chunker.pad(sequences)
+        batch = {
+            "pixel_values": torch.stack([example["pixel_values"] for example in good]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "sequence_caption": torch.tensor(sequence_caption),
+            "caption_image": torch.tensor(caption_image),
+        }
+        if skipped:
+            batch[SKIPPED_IMAGES] = skipped
+        return batch
+
+
+class Blip2Collator:
+    """BLIP-2 captioning batches: `[image] x num_query_tokens`, the prompt (with the tokenizer's `bos`), the caption
+    and `eos`, right-padded; labels are the caption and `eos` only (-100 at image-query, prompt and pad positions).
+    Captions longer than `max_caption_tokens` are cut to it."""
+
+    def __init__(self, processor: Any, prompt: str = "", max_caption_tokens: int = 512) -> None:
+        self.tokenizer = processor.tokenizer
+        self.prefix = blip2_prompt_ids(processor, prompt)
+        self.space = " " if prompt and not prompt.endswith(" ") else ""
+        self.max_caption_tokens = max_caption_tokens
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        good, skipped = usable_rows(examples)
+        captions = [self.space + example[TEXTS][0] for example in good]
+        bodies = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
+        rows = [body[: self.max_caption_tokens - 1] + [self.tokenizer.eos_token_id] for body in bodies]
+        width = len(self.prefix) + max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for index, row in enumerate(rows):
+            end = len(self.prefix) + len(row)
+            input_ids[index, :end] = torch.tensor(self.prefix + row)
+            attention_mask[index, :end] = 1
+            labels[index, len(self.prefix) : end] = torch.tensor(row)
+        batch = {
+            "pixel_values": torch.stack([example["pixel_values"] for example in good]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+        }
         if skipped:
             batch[SKIPPED_IMAGES] = skipped
         return batch

@@ -12,33 +12,24 @@ needs them, under a pixel limit. Which task a dataset serves is read from its co
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any, Sequence
 
 from datasets import ClassLabel, Dataset
-from datasets import Image as ImageFeature
 
 from earthvl.builders.chatearthnet.build import stack_bands
 from earthvl.builders.chatearthnet.features import BAND_COLUMNS
 from earthvl.errors import EarthvlError
-from earthvl.images import DEFAULT_MAX_PIXELS, PIL_ERRORS, BadImage, open_image
+from earthvl.images import DEFAULT_MAX_PIXELS, open_image
 from earthvl.prompts import CAPTION_INSTRUCTION, CAPTION_PARAPHRASES, classify_instruction, vqa_instruction
-
-logger = logging.getLogger(__name__)
+from earthvl.train.rows import BAD_IMAGE, RowTransform, first_column, prepare_rows
 
 TASKS = ("caption", "classify", "vqa")
 CAPTION_COLUMNS = ("captions", "caption")
 """A list of captions per image (GAIA), or one caption (ChatEarthNet)."""
 LABEL_COLUMN = "label"
 QUESTION_COLUMN, ANSWER_COLUMN = "question", "answer"
-KEY_COLUMNS = ("id", "file_name")
-"""The column that names a row stably, to seed its caption and instruction choice (else the row number)."""
-ROW_COLUMN = "_row"
 LENGTH_COLUMN = "length"
 """Words of instruction and answer per row: what length-grouped batching sorts by (image tokens are constant)."""
-BAD_IMAGE = "bad_image"
-ON_BAD_IMAGE = ("stop", "skip")
 
 
 def chat_messages(instruction: str, answer: str | None = None) -> list[dict[str, Any]]:
@@ -51,13 +42,9 @@ def chat_messages(instruction: str, answer: str | None = None) -> list[dict[str,
     return messages
 
 
-def _first(dataset: Dataset, candidates: Sequence[str]) -> str | None:
-    return next((name for name in candidates if name in dataset.column_names), None)
-
-
 def detect_task(dataset: Dataset) -> str:
     """The task a dataset's columns serve: `caption`, then `vqa`, then `classify`."""
-    if _first(dataset, CAPTION_COLUMNS):
+    if first_column(dataset, CAPTION_COLUMNS):
         return "caption"
     if QUESTION_COLUMN in dataset.column_names and ANSWER_COLUMN in dataset.column_names:
         return "vqa"
@@ -69,13 +56,12 @@ def detect_task(dataset: Dataset) -> str:
     )
 
 
-class Conversations:
+class Conversations(RowTransform):
     """The transform behind `to_conversations`: decodes the images and writes the turns of a batch of rows.
 
     Captions and instructions are drawn from (seed, epoch, row key); call `set_epoch` at the start of each epoch
-    (e.g. from a `TrainerCallback`) to draw new ones. An image that fails to decode stops training with the row
-    named (`on_bad_image="stop"`) or comes out as `images=None` with the reason under `bad_image` ("skip"), for the
-    collator to drop and count."""
+    (e.g. from a `TrainerCallback`) to draw new ones. A row whose image fails to decode comes out with
+    `images=None` and the reason under `bad_image` when `on_bad_image="skip"`."""
 
     def __init__(
         self,
@@ -85,33 +71,29 @@ class Conversations:
         answer_column: str,
         *,
         class_names: Sequence[str] | None = None,
-        seed: int = 0,
         instructions: Sequence[str] = CAPTION_PARAPHRASES,
         bands: bool = False,
-        on_bad_image: str = "stop",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        **options: Any,
     ) -> None:
-        self.name, self.task, self.key_column, self.answer_column = name, task, key_column, answer_column
+        super().__init__(name, key_column, **options)
+        self.task, self.answer_column = task, answer_column
         self.class_names = list(class_names) if class_names is not None else None
-        self.seed, self.epoch, self.instructions = seed, 0, tuple(instructions)
-        self.bands, self.on_bad_image, self.max_pixels = bands, on_bad_image, max_pixels
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _choose(self, key: Any, options: Sequence[str], salt: str) -> str:
-        return options[random.Random(f"{self.seed}:{self.epoch}:{salt}:{key}").randrange(len(options))]
+        self.instructions, self.bands = tuple(instructions), bands
 
     def turn(self, row: dict[str, Any]) -> tuple[str, str]:
         """(instruction, answer) of a row."""
         key, answer = row[self.key_column], row[self.answer_column]
         if self.task == "caption":
-            caption = self._choose(key, answer, "caption") if isinstance(answer, list) else answer
-            return self._choose(key, self.instructions, "instruction"), caption
+            caption = self.choose(key, answer, "caption") if isinstance(answer, list) else answer
+            return self.choose(key, self.instructions, "instruction"), caption
         if self.task == "classify":
             label = self.class_names[answer] if isinstance(answer, int) else str(answer)
             return classify_instruction(self.class_names), label
         return vqa_instruction(row[QUESTION_COLUMN]), str(answer)
+
+    def _open(self, row: dict[str, Any]) -> tuple[Any, Any]:
+        image = open_image(row["image"], max_pixels=self.max_pixels)
+        return image, stack_bands(row) if self.bands else None
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if "image" not in batch:  # a single column read, e.g. the sampler's `length`
@@ -123,15 +105,8 @@ class Conversations:
             row = dict(zip(batch, values))
             instruction, answer = self.turn(row)
             out["messages"].append(chat_messages(instruction, answer))
-            try:
-                image = open_image(row["image"], max_pixels=self.max_pixels)
-                bands = stack_bands(row) if self.bands else None
-                problem = None
-            except (BadImage, *PIL_ERRORS) as error:  # PIL_ERRORS: an extra band's PNG
-                where = f"{self.name} row {self.key_column}={row[self.key_column]!r}"
-                if self.on_bad_image == "stop":
-                    raise BadImage(f"{where}: {error} (--on_bad_image skip skips and counts such rows)") from error
-                image, bands, problem = None, None, f"{where}: {error}"
+            opened, problem = self.decode(row, self._open)
+            image, bands = opened or (None, None)
             out["images"].append([image] if image is not None else None)
             out[BAD_IMAGE].append(problem)
             if self.bands:
@@ -162,17 +137,10 @@ def to_conversations(
     are left out, and their count is logged. With `paraphrase` off every caption row uses the evaluation instruction
     "Provide a detailed description of the given image." With `bands` each row also carries its nine Sentinel-2
     bands as a (9, H, W) uint8 array (ChatEarthNet's `-multispectral` configs)."""
-    if "image" not in dataset.column_names:
-        raise EarthvlError(
-            f"{name} has no 'image' column (columns: {', '.join(dataset.column_names)}): load a config with pixels, "
-            "e.g. GAIA 'default'"
-        )
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise EarthvlError(f"on_bad_image={on_bad_image!r}: choose one of {', '.join(ON_BAD_IMAGE)}")
     task = detect_task(dataset) if task == "auto" else task
     if task not in TASKS:
         raise EarthvlError(f"task={task!r} for {name}: choose one of auto, {', '.join(TASKS)}")
-    answer_column = {"caption": _first(dataset, CAPTION_COLUMNS), "classify": LABEL_COLUMN, "vqa": ANSWER_COLUMN}[task]
+    answer_column = {"caption": first_column(dataset, CAPTION_COLUMNS), "classify": LABEL_COLUMN, "vqa": ANSWER_COLUMN}[task]
     needed = [answer_column] + ([QUESTION_COLUMN] if task == "vqa" else [])
     missing = [column for column in needed if column is None or column not in dataset.column_names]
     if missing:
@@ -189,12 +157,9 @@ def to_conversations(
     if task == "classify":
         feature = dataset.features[LABEL_COLUMN]
         class_names = feature.names if isinstance(feature, ClassLabel) else sorted(set(map(str, dataset[LABEL_COLUMN])))
-    kept = dataset.filter(lambda answer: answer is not None and answer != [] and answer != "", input_columns=answer_column)
-    if len(kept) < len(dataset):
-        logger.warning("%s: left out %d of %d rows that have no %s", name, len(dataset) - len(kept), len(dataset), answer_column)
-    key_column = _first(kept, KEY_COLUMNS)
-    if key_column is None:
-        kept, key_column = kept.add_column(ROW_COLUMN, list(range(len(kept)))), ROW_COLUMN
+    kept, key_column = prepare_rows(
+        dataset, name=name, answer_column=answer_column, image_columns=["image", *(BAND_COLUMNS.values() if bands else [])]
+    )
     transform = Conversations(
         name,
         task,
@@ -215,6 +180,4 @@ def to_conversations(
     if LENGTH_COLUMN in kept.column_names:
         kept = kept.remove_columns(LENGTH_COLUMN)
     kept = kept.add_column(LENGTH_COLUMN, lengths)
-    for column in ["image", *(BAND_COLUMNS.values() if bands else [])]:
-        kept = kept.cast_column(column, ImageFeature(decode=False))
     return kept.with_transform(transform), transform

@@ -66,9 +66,10 @@ class ThroughputLogging:
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._since is None:
             self._since = time.perf_counter()
-        ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        ids, mask, images = inputs.get("input_ids"), inputs.get("attention_mask"), inputs.get("pixel_values")
         if ids is not None:
-            self._counted["samples"] += len(ids)
+            # A sample is an image where there are images: a CLIP batch has more text chunks than images.
+            self._counted["samples"] += len(images) if images is not None else len(ids)
             tokens = mask.sum() if mask is not None else torch.tensor(ids.numel())
             # Kept on the device: reading it back every step would stall the GPU queue.
             self._counted["tokens"] = self._counted["tokens"].to(tokens.device) + tokens

@@ -6,52 +6,41 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import TrainerCallback
-from transformers.trainer import TRAINING_ARGS_NAME
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.assemble import assemble_vlm
+from earthvl.models.loading import loading_options
 from earthvl.models.vision import band_statistics
 from earthvl.models.vlm import VISION_FILE, apply_vision, load_vlm, lora_config, merge_adapter
-from earthvl.train.checkpoints import AtomicCheckpoints, last_checkpoint
-from earthvl.train.collate import SKIPPED_IMAGES, VlmCollator
-from earthvl.train.conversations import LENGTH_COLUMN, Conversations, to_conversations
-from earthvl.train.progress import ThroughputLogging
-from earthvl.train.sampling import LengthGrouping
+from earthvl.train.collate import VlmCollator
+from earthvl.train.conversations import Conversations, to_conversations
+from earthvl.train.foundation import (
+    DataArguments,
+    EarthvlTraining,
+    EpochCallback,
+    load_sources,
+    mix,
+    run,
+    save_outputs,
+    short_name,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class VlmScriptArguments:
-    """What to train on."""
+class VlmScriptArguments(DataArguments):
+    """What to train on: any config with an image column and captions, a label, or question + answer."""
 
-    datasets: list[str] = field(
-        metadata={
-            "help": "Built dataset folders or Hub ids, each optionally with ':CONFIG' (e.g. hub/gaia:default "
-            "hub/chatearthnet:gpt35); any config with an image column and captions, a label, or question + answer."
-        }
-    )
-    dataset_weights: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Relative weight of each dataset in the training mixture (default: proportional to size). A "
-            "dataset's share of the epoch is weight / sum of weights; smaller datasets are repeated to fill it."
-        },
-    )
     tasks: list[str] | None = field(
         default=None,
         metadata={
@@ -59,36 +48,13 @@ class VlmScriptArguments:
             "suffix) or auto (from the columns: captions, then question + answer, then label). Default: auto for all."
         },
     )
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(default="validation", metadata={"help": "Split for held-out loss (none: skip)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on held-out rows per dataset."})
     paraphrase: bool = field(
         default=True, metadata={"help": "Vary the captioning instruction among its paraphrases (earthvl.prompts)."}
-    )
-    on_bad_image: str = field(
-        default="stop",
-        metadata={
-            "help": "An image that fails to decode (or is over max_pixels): 'stop' with the row named, or 'skip' it; "
-            "skipped rows are counted in the logs and listed in <output_dir>/skipped_images.json.",
-            "choices": ["stop", "skip"],
-        },
-    )
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Refuse images with more pixels than this."})
-    resume: bool = field(
-        default=False,
-        metadata={
-            "help": "Continue from the newest complete checkpoint in output_dir (same data order); start afresh if "
-            "there is none. A checkpoint whose save was interrupted is never used."
-        },
     )
     merge_adapter: bool = field(
         default=False,
         metadata={"help": "Also write the adapter merged into an unquantised base (model dtype) to <output_dir>/merged."},
     )
-
-    def __post_init__(self) -> None:
-        if self.eval_split is not None and self.eval_split.lower() in ("", "none", "null"):
-            self.eval_split = None
 
 
 @dataclass
@@ -129,80 +95,9 @@ class VlmModelArguments(ModelConfig):
     )
 
 
-def _split_name(spec: str) -> tuple[str, str | None]:
-    """`hub/gaia:default` -> (`hub/gaia`, `default`); no config part -> the dataset's default config."""
-    head, sep, config = spec.rpartition(":")
-    if sep and config and "/" not in config:
-        return head, config
-    return spec, None
-
-
-def _short_name(spec: str) -> str:
-    path, config = _split_name(spec)
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return f"{name}-{config}" if config else name
-
-
-class MixedConversations:
-    """The transform of a mixture: maps (source, row) index rows to the conversation rows of the sources."""
-
-    def __init__(self, sources: list[Dataset]) -> None:
-        self.sources = sources
-
-    def __call__(self, batch: dict[str, list[int]]) -> dict[str, list[Any]]:
-        if "source" not in batch:  # a single column read, e.g. the sampler's `length`
-            return batch
-        rows = [self.sources[s][i] for s, i in zip(batch["source"], batch["row"])]
-        return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-def mix(sources: list[Dataset], weights: list[float] | None, seed: int = 0) -> Dataset:
-    """One training set drawing `weights`-proportional shares of the sources (sizes when None) per epoch.
-
-    Each source keeps its own lazy transform; the mixture only stores (source, row, length) rows. A source whose
-    share exceeds its size is repeated (whole passes, then a seeded sample), one below it is sampled without
-    replacement."""
-    sizes = [len(source) for source in sources]
-    weights = list(weights) if weights is not None else [float(n) for n in sizes]
-    if len(weights) != len(sources) or any(w <= 0 for w in weights):
-        raise EarthvlError(f"dataset_weights must give one positive weight per dataset, got {weights} for {len(sources)}")
-    rng = np.random.default_rng(seed)
-    total = sum(sizes)
-    columns: dict[str, list[int]] = {"source": [], "row": [], LENGTH_COLUMN: []}
-    for index, (source, size, weight) in enumerate(zip(sources, sizes, weights)):
-        share = round(total * weight / sum(weights))
-        rows = np.concatenate([np.tile(np.arange(size), share // size), rng.permutation(size)[: share % size]])
-        lengths = source.with_format("arrow")[LENGTH_COLUMN].to_numpy()
-        columns["source"] += [index] * len(rows)
-        columns["row"] += rows.astype(int).tolist()
-        columns[LENGTH_COLUMN] += lengths[rows.astype(int)].tolist()
-    return Dataset.from_dict(columns).with_transform(MixedConversations(sources))
-
-
-class CaptionEpochCallback(TrainerCallback):
-    """Re-draws the caption (and instruction) of every image at the start of each epoch."""
-
-    def __init__(self, samplers: list[Conversations]) -> None:
-        self.samplers = samplers
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        for sampler in self.samplers:
-            sampler.set_epoch(int(state.epoch or 0))
-
-
-class VlmTrainer(AtomicCheckpoints, ThroughputLogging, LengthGrouping, SFTTrainer):
-    """TRL's `SFTTrainer` with atomic checkpoints, throughput in the logs, resumable length-grouped batches, and the
-    rows skipped for bad images counted."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.skipped_images: list[str] = []
-
-    def _prepare_inputs(self, inputs):
-        for problem in inputs.pop(SKIPPED_IMAGES, None) or []:
-            logger.warning("skipped %s", problem)
-            self.skipped_images.append(problem)
-        return super()._prepare_inputs(inputs)
+class VlmTrainer(EarthvlTraining, SFTTrainer):
+    """TRL's `SFTTrainer` with earthvl's training foundation (atomic checkpoints, throughput logs, resumable
+    length-grouped batches, skipped bad-image rows counted)."""
 
 
 def load_conversations(
@@ -222,10 +117,7 @@ def load_conversations(
     if len(tasks) != len(specs):
         raise EarthvlError(f"tasks gives {len(tasks)} tasks for {len(specs)} datasets: give one per dataset")
     datasets, transforms = [], []
-    for spec, task in zip(specs, tasks):
-        dataset = load_split(*_split_name(spec), split)
-        if limit is not None:
-            dataset = dataset.select(range(min(limit, len(dataset))))
+    for spec, task, dataset in zip(specs, tasks, load_sources(specs, split, limit)):
         rows, transform = to_conversations(
             dataset,
             name=spec,
@@ -297,20 +189,8 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         held_out, _ = load_conversations(
             script_args.datasets, script_args.eval_split, paraphrase=False, limit=script_args.max_eval_samples, **data
         )
-        eval_dataset = {_short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
-    model, processor = load_vlm(
-        base,
-        load_in_4bit=model_args.load_in_4bit,
-        load_in_8bit=model_args.load_in_8bit,
-        quantization=dict(
-            quant_type=model_args.bnb_4bit_quant_type,
-            double_quant=model_args.use_bnb_nested_quant,
-            quant_storage=model_args.bnb_4bit_quant_storage,
-        ),
-        dtype=model_args.dtype,
-        revision=model_args.model_revision,
-        attn_implementation=model_args.attn_implementation,
-    )
+        eval_dataset = {short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
+    model, processor = load_vlm(base, **loading_options(model_args))
     vision = vision_settings(model_args, sources[0], training_args.seed)
     apply_vision(model, processor, vision)
     peft_config = None
@@ -335,33 +215,13 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=peft_config,
-        callbacks=[CaptionEpochCallback(transforms)],
+        callbacks=[EpochCallback(transforms)],
     )
     trainer.data_collator = VlmCollator(trainer.data_collator, vision)
-    checkpoint = training_args.resume_from_checkpoint
-    if script_args.resume and checkpoint is None:
-        checkpoint = last_checkpoint(training_args.output_dir)
-        logger.info("resuming from %s" % checkpoint if checkpoint else "no checkpoint to resume from: starting afresh")
-    trainer.train(resume_from_checkpoint=checkpoint)
-    save_outputs(trainer, processor, vision)
+    run(trainer, script_args.resume)
+    save_outputs(trainer, processor, {VISION_FILE: vision} if vision else None)
     if script_args.merge_adapter and model_args.use_peft and trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
         merge_adapter(base, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
     return trainer
 
-
-def save_outputs(trainer: VlmTrainer, processor: Any, vision: dict[str, Any]) -> None:
-    """The adapter (or model), processor, vision changes, settings as JSON and the skipped rows, into output_dir."""
-    output = Path(trainer.args.output_dir)
-    trainer.save_model(str(output))
-    skipped = sorted(gather_object(trainer.skipped_images))
-    if not trainer.is_world_process_zero():
-        return
-    processor.save_pretrained(output)
-    (output / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle: the settings go out as JSON instead
-    (output / "training_args.json").write_text(trainer.args.to_json_string())
-    if vision:
-        (output / VISION_FILE).write_text(json.dumps(vision, indent=2))
-    if skipped:
-        (output / "skipped_images.json").write_text(json.dumps(skipped, indent=2))
-        logger.warning("%d rows were skipped for images that failed to decode: see %s", len(skipped), output / "skipped_images.json")

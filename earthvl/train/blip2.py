@@ -1,0 +1,149 @@
+"""Captioning fine-tuning of BLIP-2 with LoRA, as in the GAIA paper: `earthvl train blip2`.
+
+`main(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
+for training, `Blip2ModelArguments` (TRL's `ModelConfig` with the paper's LoRA as defaults) for the model. The
+output folder holds the adapter, the processor and the generation settings (`generation_config.json`: 5 beams,
+at most 120 new tokens); `--merge_adapter` adds a plain `Blip2ForConditionalGeneration` in `<output_dir>/merged`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import Trainer, TrainingArguments
+from trl import ModelConfig
+
+from earthvl.errors import EarthvlError
+from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
+from earthvl.models.loading import loading_options
+from earthvl.models.pixels import PixelTransform
+from earthvl.train.captions import ALT_TEXT_COLUMN, caption_datasets, caption_texts
+from earthvl.train.collate import Blip2Collator
+from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, mix, run, save_outputs
+
+logger = logging.getLogger(__name__)
+
+CAPTIONING_FILE = "captioning.json"
+"""Beside the adapter: the prompt the captions were trained after, for generation to use."""
+CAPTION_FIT_ROWS = 2000
+"""Rows per dataset whose captions are measured against `max_caption_tokens` before training."""
+
+
+@dataclass
+class Blip2ScriptArguments(DataArguments):
+    """What to train on and how to caption: any config with an image column and captions."""
+
+    caption_scheme: str = field(
+        default="synthetic-sample",
+        metadata={
+            "help": "Target caption: synthetic-sample (one synthetic caption drawn per image per epoch, the GAIA "
+            "recipe) or alt-text (--alt_text_column).",
+            "choices": ["synthetic-sample", "alt-text"],
+        },
+    )
+    alt_text_column: str = field(default=ALT_TEXT_COLUMN, metadata={"help": "Column of the alt-text scheme."})
+    prompt: str = field(
+        default="", metadata={"help": "Text before every caption, in training and generation (not trained on)."}
+    )
+    max_caption_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut captions (with eos) to this many tokens; default: what the language model's context leaves "
+            "after the image queries and prompt. The share cut is logged."
+        },
+    )
+    num_beams: int = field(default=GAIA_GENERATION["num_beams"], metadata={"help": "Beam search width saved for generation."})
+    max_new_tokens: int = field(
+        default=GAIA_GENERATION["max_new_tokens"], metadata={"help": "Longest caption generated (saved for generation)."}
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "Also write the adapter merged into an unquantised base (model dtype) to <output_dir>/merged."},
+    )
+
+
+@dataclass
+class Blip2ModelArguments(ModelConfig):
+    """TRL's model options with the GAIA paper's LoRA (r 16, alpha 32, dropout 0.1 on the language model's attention
+    projections) as defaults; quantisation off (`--load_in_8bit` / `--load_in_4bit` quantise the language model)."""
+
+    model_name_or_path: str | None = field(
+        default="Salesforce/blip2-opt-2.7b",
+        metadata={"help": "A transformers BLIP-2 checkpoint (Hub id or folder), or tiny-blip2."},
+    )
+    use_peft: bool = field(default=True, metadata={"help": "Train LoRA adapters instead of the full model."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+
+
+class Blip2Trainer(EarthvlTraining, Trainer):
+    """`transformers.Trainer` with earthvl's training foundation; the loss is BLIP-2's own language-modelling loss
+    on the caption labels of `Blip2Collator`."""
+
+
+def caption_limit(model: Any, processor: Any, prompt: str, requested: int | None) -> int:
+    """Caption tokens (eos included) a row may hold: `requested`, or what the context leaves after the prefix."""
+    room = model.config.text_config.max_position_embeddings - len(blip2_prompt_ids(processor, prompt))
+    if requested is not None and not 1 < requested <= room:
+        raise EarthvlError(f"max_caption_tokens={requested}: between 2 and {room} (the context after image queries and prompt)")
+    return requested or room
+
+
+def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, model_args: Blip2ModelArguments) -> Blip2Trainer:
+    """Fine-tune, then save the adapter (or model), processor and generation settings into `output_dir`."""
+    if training_args.remove_unused_columns:
+        training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
+    training_args.label_names = training_args.label_names or ["labels"]
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    model, processor = load_blip2(model_args.model_name_or_path, **loading_options(model_args))
+    generation = generation_config(model, num_beams=script_args.num_beams, max_new_tokens=script_args.max_new_tokens)
+    model.generation_config = generation
+    limit = caption_limit(model, processor, script_args.prompt, script_args.max_caption_tokens)
+    pixels = PixelTransform.from_processor(processor.image_processor, max_pixels=script_args.max_pixels)
+    sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
+    for spec, rows, transform in zip(script_args.datasets, sources, transforms):
+        texts = caption_texts(rows, transform, CAPTION_FIT_ROWS)
+        lengths = [len(ids) + 1 for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        cut = sum(length > limit for length in lengths) / max(len(lengths), 1)
+        logger.info("%s: %.1f%% of captions are cut to %d tokens", spec, 100 * cut, limit)
+    if model_args.use_peft:
+        if quantized:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(training_args.activation_checkpointing))
+        elif training_args.activation_checkpointing:
+            model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the adapters' gradients
+        model = get_peft_model(
+            model,
+            lora_config(
+                r=model_args.lora_r,
+                alpha=model_args.lora_alpha,
+                dropout=model_args.lora_dropout,
+                target_modules=model_args.lora_target_modules,
+                modules_to_save=model_args.lora_modules_to_save,
+                use_rslora=model_args.use_rslora,
+                use_dora=model_args.use_dora,
+            ),
+        )
+    elif quantized:
+        raise EarthvlError("a quantised model trains through adapters only: drop --use_peft false or the quantisation")
+    trainer = Blip2Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=mix(sources, script_args.dataset_weights, seed=training_args.seed),
+        eval_dataset=eval_dataset,
+        data_collator=Blip2Collator(processor, script_args.prompt, limit),
+        processing_class=processor,
+        callbacks=[EpochCallback(transforms)],
+    )
+    run(trainer, script_args.resume)
+    save_outputs(trainer, processor, {CAPTIONING_FILE: {"prompt": script_args.prompt}})
+    output = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        generation.save_pretrained(output)
+        if script_args.merge_adapter and model_args.use_peft:
+            merge_adapter(model_args.model_name_or_path, output, output / "merged", dtype=model_args.dtype or "float32")
+    return trainer

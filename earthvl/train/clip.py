@@ -1,0 +1,141 @@
+"""Contrastive fine-tuning of CLIP on captioned remote-sensing images, as in the GAIA paper: `earthvl train clip`.
+
+`main(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
+for training, `ClipModelArguments` for the model. Both towers train, no parameter is added, and the saved folder is
+a plain `CLIPModel` checkpoint with its processor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from earthvl.models.clip import LONG_TEXT, TextChunker, load_clip, mean_embeddings, text_limit
+from earthvl.models.pixels import PixelTransform
+from earthvl.train.captions import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
+from earthvl.train.collate import ClipCollator
+from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, mix, run, save_outputs, short_name
+from earthvl.train.losses import contrastive_loss
+
+logger = logging.getLogger(__name__)
+
+TEXT_FIT_FILE = "text_fit.json"
+TEXT_FIT_ROWS = 2000
+"""Rows per dataset whose captions are measured against the text tower's limit before training."""
+
+
+@dataclass
+class ClipScriptArguments(DataArguments):
+    """What to train on: any config with an image column and captions (GAIA `captions`, ChatEarthNet `caption`)."""
+
+    caption_scheme: str = field(
+        default="synthetic-mean",
+        metadata={
+            "help": "Text target per image: synthetic-mean (the GAIA recipe: every synthetic caption's text embedding "
+            "averaged into one), synthetic-sample (one caption drawn per image per epoch) or alt-text (the web alt "
+            "text, --alt_text_column).",
+            "choices": list(SCHEMES),
+        },
+    )
+    alt_text_column: str = field(default=ALT_TEXT_COLUMN, metadata={"help": "Column of the alt-text scheme."})
+    long_text: str = field(
+        default="chunks",
+        metadata={
+            "help": "Captions longer than the text tower (77 tokens for CLIP): chunks (split at sentence ends, the "
+            "chunks' embeddings averaged: nothing dropped), first-sentences (whole sentences that fit) or truncate. "
+            "The share cut is logged and saved in text_fit.json.",
+            "choices": list(LONG_TEXT),
+        },
+    )
+    max_text_chunks: int = field(
+        default=8, metadata={"help": "At most this many chunks per caption with long_text=chunks (the rest is cut)."}
+    )
+    jpeg_draft: bool = field(
+        default=True,
+        metadata={
+            "help": "Let the JPEG decoder downscale large images in the DCT domain before the resize (several times "
+            "faster on multi-megapixel photos; pixels differ slightly from a full decode)."
+        },
+    )
+
+
+@dataclass
+class ClipModelArguments:
+    """Which CLIP checkpoint to fine-tune."""
+
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch32",
+        metadata={"help": "A transformers CLIP checkpoint (Hub id or folder), or tiny-clip."},
+    )
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    dtype: str | None = field(
+        default="float32",
+        metadata={
+            "help": "Weights' dtype: float32 (default; use --bf16 for mixed precision), bfloat16, float16 or auto.",
+            "choices": ["auto", "float32", "bfloat16", "float16"],
+        },
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, eager, flash_attention_2."})
+
+
+class ClipTrainer(EarthvlTraining, Trainer):
+    """`transformers.Trainer` with the contrastive loss over the global batch; each image's target is the mean of its
+    captions' embeddings, each caption's the mean of its chunks' (`ClipCollator`)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sequence_caption, caption_image = inputs.pop("sequence_caption"), inputs.pop("caption_image")
+        outputs = model(**inputs)
+        captions = mean_embeddings(outputs.text_embeds, sequence_caption, len(caption_image))
+        texts = mean_embeddings(captions, caption_image, len(outputs.image_embeds))
+        logit_scale = self.accelerator.unwrap_model(model).logit_scale
+        loss = contrastive_loss(outputs.image_embeds, texts, logit_scale)
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+def main(script_args: ClipScriptArguments, training_args: TrainingArguments, model_args: ClipModelArguments) -> ClipTrainer:
+    """Fine-tune, then save the model and processor into `training_args.output_dir`; returns the trainer."""
+    if training_args.remove_unused_columns:
+        training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
+    model, processor = load_clip(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype,
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+    chunker = TextChunker(
+        processor.tokenizer, text_limit(model, processor.tokenizer), script_args.long_text, script_args.max_text_chunks
+    )
+    pixels = PixelTransform.from_processor(
+        processor.image_processor, draft=script_args.jpeg_draft, max_pixels=script_args.max_pixels
+    )
+    sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
+    fits = {}
+    for spec, rows, transform in zip(script_args.datasets, sources, transforms):
+        fits[short_name(spec)] = fit = chunker.report(caption_texts(rows, transform, TEXT_FIT_ROWS))
+        logger.info(
+            "%s: %.1f%% of captions are longer than %d tokens; long_text=%s cuts %.1f%% of captions and %.1f%% of "
+            "tokens (%.2f sequences per caption)",
+            spec, 100 * fit["longer_than_limit"], fit["max_tokens"], script_args.long_text,
+            100 * fit["texts_cut"], 100 * fit["tokens_dropped"], fit["sequences_per_text"],
+        )
+    trainer = ClipTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=mix(sources, script_args.dataset_weights, seed=training_args.seed),
+        eval_dataset=eval_dataset,
+        data_collator=ClipCollator(chunker),
+        processing_class=processor,
+        callbacks=[EpochCallback(transforms)],
+    )
+    run(trainer, script_args.resume)
+    save_outputs(trainer, processor, {TEXT_FIT_FILE: fits})
+    return trainer
