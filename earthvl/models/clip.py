@@ -18,31 +18,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import CLIPModel, CLIPProcessor, PreTrainedTokenizerBase
 
 from earthvl.errors import EarthvlError
-from earthvl.models.tiny import resolve_model
+from earthvl.models.loading import load_pretrained
 
 LONG_TEXT = ("chunks", "first-sentences", "truncate")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def load_clip(
-    name_or_path: str,
-    *,
-    dtype: torch.dtype | str | None = None,
-    revision: str | None = None,
-    attn_implementation: str | None = None,
-) -> tuple[CLIPModel, CLIPProcessor]:
-    """A CLIP checkpoint (Hub id, folder or `tiny-clip`) and its processor; never runs remote code."""
-    path = resolve_model(name_or_path)
-    if isinstance(dtype, str) and dtype != "auto":
-        dtype = getattr(torch, dtype)
-    model = CLIPModel.from_pretrained(path, revision=revision, dtype=dtype or "auto", attn_implementation=attn_implementation)
-    processor = CLIPProcessor.from_pretrained(path, revision=revision)
-    return model, processor
+def load_clip(name_or_path: str, **kwargs: Any) -> tuple[CLIPModel, CLIPProcessor]:
+    """A CLIP checkpoint (Hub id, folder or `tiny-clip`) and its processor; never runs remote code. The keyword
+    arguments (`dtype`, `revision`, `attn_implementation`) are `earthvl.models.loading.load_pretrained`'s."""
+    return load_pretrained(CLIPModel, name_or_path, **kwargs)
 
 
 def text_limit(model: CLIPModel, tokenizer: PreTrainedTokenizerBase) -> int:

@@ -129,3 +129,17 @@ def loading_options(model_args: Any) -> dict[str, Any]:
         revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation,
     )
+
+
+def lora_options(model_args: Any) -> dict[str, Any]:
+    """The LoRA keyword arguments of earthvl's `lora_config` functions from TRL's `ModelConfig` options."""
+    return dict(
+        r=model_args.lora_r,
+        alpha=model_args.lora_alpha,
+        dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+        modules_to_save=model_args.lora_modules_to_save,
+        target_parameters=model_args.lora_target_parameters,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+    )

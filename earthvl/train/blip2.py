@@ -19,7 +19,7 @@ from trl import ModelConfig
 
 from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
-from earthvl.models.loading import loading_options
+from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.captions import ALT_TEXT_COLUMN, caption_datasets, caption_texts
 from earthvl.train.collate import Blip2Collator
@@ -100,6 +100,8 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     training_args.label_names = training_args.label_names or ["labels"]
     quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if quantized and not model_args.use_peft:
+        raise EarthvlError("a quantised model trains through adapters only: drop --use_peft false or the quantisation")
     model, processor = load_blip2(model_args.model_name_or_path, **loading_options(model_args))
     generation = generation_config(model, num_beams=script_args.num_beams, max_new_tokens=script_args.max_new_tokens)
     model.generation_config = generation
@@ -116,20 +118,7 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(training_args.activation_checkpointing))
         elif training_args.activation_checkpointing:
             model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the adapters' gradients
-        model = get_peft_model(
-            model,
-            lora_config(
-                r=model_args.lora_r,
-                alpha=model_args.lora_alpha,
-                dropout=model_args.lora_dropout,
-                target_modules=model_args.lora_target_modules,
-                modules_to_save=model_args.lora_modules_to_save,
-                use_rslora=model_args.use_rslora,
-                use_dora=model_args.use_dora,
-            ),
-        )
-    elif quantized:
-        raise EarthvlError("a quantised model trains through adapters only: drop --use_peft false or the quantisation")
+        model = get_peft_model(model, lora_config(**lora_options(model_args)))
     trainer = Blip2Trainer(
         model=model,
         args=training_args,

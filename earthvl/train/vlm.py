@@ -18,7 +18,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.assemble import assemble_vlm
-from earthvl.models.loading import loading_options
+from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.vision import band_statistics
 from earthvl.models.vlm import VISION_FILE, apply_vision, load_vlm, lora_config, merge_adapter
 from earthvl.train.collate import VlmCollator
@@ -196,17 +196,10 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     peft_config = None
     if model_args.use_peft:
         peft_config = lora_config(
-            r=model_args.lora_r,
-            alpha=model_args.lora_alpha,
-            dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_target_modules,
             train_projector=model_args.train_projector,
             train_patch_embedding=model_args.multispectral,
-            modules_to_save=model_args.lora_modules_to_save,
-            target_parameters=model_args.lora_target_parameters,
-            use_rslora=model_args.use_rslora,
-            use_dora=model_args.use_dora,
             task_type=model_args.lora_task_type,
+            **lora_options(model_args),
         )
     trainer = VlmTrainer(
         model=model,
