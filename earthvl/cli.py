@@ -15,10 +15,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
     "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
-    "publish": ("earthvl.scripts.publish", "Upload a built dataset folder to the Hugging Face Hub."),
+    "publish": ("earthvl.scripts.publish", "Upload a built dataset folder or a trained model to the Hugging Face Hub."),
     "train vlm": ("earthvl.scripts.train_vlm", "Instruction-tune a LLaVA-style VLM with TRL (QLoRA by default)."),
     "train clip": ("earthvl.scripts.train_clip", "Fine-tune CLIP contrastively (the GAIA recipe)."),
     "train blip2": ("earthvl.scripts.train_blip2", "Fine-tune a BLIP-2 captioner with LoRA (the GAIA recipe)."),
+    "eval caption": ("earthvl.scripts.eval_caption", "Caption a test split and score it (COCO and HF protocols)."),
+    "eval classify": ("earthvl.scripts.eval_classify", "Zero-shot scene classification (CLIP prompts or a VLM's answer)."),
+    "eval retrieve": ("earthvl.scripts.eval_retrieve", "Image-text retrieval recall with a CLIP model."),
+    "card": ("earthvl.scripts.card", "Render a model card (with model-index metrics) from results files."),
 }
 """Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
 `main(*dataclasses)`, help)."""

@@ -50,12 +50,13 @@ def _local_files(folder: Path, config: str | None, split: str) -> list[str]:
     return files
 
 
-def load_split(source: str, config: str | None, split: str) -> Dataset:
-    """`split` of `config` of a Hub dataset id or a local Hub-style folder (with a card listing its configs)."""
+def load_split(source: str, config: str | None, split: str, revision: str | None = None) -> Dataset:
+    """`split` of `config` of a Hub dataset id (at `revision`: a branch, tag or commit) or a local Hub-style folder
+    (with a card listing its configs)."""
     folder = Path(source)
     try:
         if folder.is_dir() and (folder / CARD_FILE).is_file():
             return load_dataset("parquet", data_files={split: _local_files(folder, config, split)}, split=split)
-        return load_dataset(source, config, split=split)
+        return load_dataset(source, config, split=split, revision=revision)
     except (FileNotFoundError, ValueError) as error:
         raise EarthvlError(f"cannot load split {split!r} of {source}{f':{config}' if config else ''}: {error}") from error

@@ -1,18 +1,26 @@
-"""Pushing built folders to the Hugging Face Hub."""
+"""Pushing built dataset folders and trained model folders to the Hugging Face Hub."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
-from huggingface_hub import HfApi
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
+from earthvl.cards.model import EVAL_DIR, MERGED_DIR, eval_results, load_results, read_model_folder, render_model_card
 from earthvl.data import folder_configs
 from earthvl.errors import EarthvlError
 
 IGNORE_PATTERNS = [".*", "**/.*", "*.partial", "**/*.partial"]
 """Hidden scratch files and unfinished shards never leave the machine."""
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Pickled weights and states run code when loaded: a model is published as safetensors only."""
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def check_dataset_folder(folder: str | Path) -> Path:
@@ -25,6 +33,40 @@ def check_dataset_folder(folder: str | Path) -> Path:
     return folder
 
 
+def folder_kind(folder: str | Path) -> str:
+    """'dataset' for a built dataset folder, 'model' for a trained model folder; an error if it looks like both
+    (say which with `repo_type`) or neither."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EarthvlError(f"{folder} is not a folder")
+    dataset = (folder / REPORT_FILE).is_file() or (folder / DATA_DIR).is_dir()
+    model = any((folder / name).is_file() for name in MODEL_MARKERS)
+    if dataset and model:
+        raise EarthvlError(
+            f"{folder} holds both a built dataset ({REPORT_FILE} or {DATA_DIR}/) and a model (config.json or "
+            "adapter_config.json): say which to publish with --repo_type dataset or --repo_type model"
+        )
+    if not (dataset or model):
+        raise EarthvlError(
+            f"{folder} is not a built earthvl dataset folder ({CARD_FILE}, {REPORT_FILE}, {DATA_DIR}/) nor a trained "
+            "model folder (config.json or adapter_config.json)"
+        )
+    return "dataset" if dataset else "model"
+
+
+@contextmanager
+def _hub_errors(repo_id: str) -> Iterator[None]:
+    """The Hub client's failures as EarthvlErrors naming `repo_id` (never the token)."""
+    try:
+        yield
+    except OfflineModeIsEnabled as error:
+        raise EarthvlError(f"cannot publish to {repo_id}: HF_HUB_OFFLINE is set") from error
+    except HfHubHTTPError as error:
+        raise EarthvlError(f"the Hub refused the upload to {repo_id}: {error}") from error
+    except Exception as error:  # the HTTP client's own connection errors (DNS, refused, timeouts) are not OSErrors
+        raise EarthvlError(f"cannot publish to {repo_id}: {type(error).__name__}: {error}") from error
+
+
 def publish_dataset(
     folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None, commit_message: str | None = None
 ) -> str:
@@ -33,7 +75,7 @@ def publish_dataset(
     The token comes from `token`, else `HF_TOKEN` or the `hf auth login` cache; it is never printed."""
     folder = check_dataset_folder(folder)
     api = HfApi(token=token)
-    try:
+    with _hub_errors(repo_id):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(
             folder_path=folder,
@@ -42,10 +84,120 @@ def publish_dataset(
             commit_message=commit_message or f"Upload {folder.name} built with earthvl",
             ignore_patterns=IGNORE_PATTERNS,
         )
-    except OfflineModeIsEnabled as error:
-        raise EarthvlError(f"cannot publish to {repo_id}: HF_HUB_OFFLINE is set") from error
-    except HfHubHTTPError as error:
-        raise EarthvlError(f"the Hub refused the upload to {repo_id}: {error}") from error
-    except Exception as error:  # the HTTP client's own connection errors (DNS, refused, timeouts) are not OSErrors
-        raise EarthvlError(f"cannot publish to {repo_id}: {type(error).__name__}: {error}") from error
+    return str(getattr(commit, "commit_url", commit))
+
+
+def _left_out(relative: str) -> bool:
+    """Local-only files: hidden files and staging folders, checkpoints, unfinished files."""
+    parts = relative.split("/")
+    return any(part.startswith((".", "checkpoint-")) for part in parts) or relative.endswith(".partial")
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not _left_out(path.relative_to(folder).as_posix())
+    }
+
+
+def model_files(folder: str | Path, *, merged: bool = False) -> dict[str, Path]:
+    """What a model repo gets from a trained model folder: path in the repo -> local file.
+
+    Everything but hidden files, `checkpoint-*` folders, unfinished files and `merged/`; with `merged`, the files of
+    `merged/` (the adapter folded into its base) take the root instead of the adapter. An error for a folder that
+    is not a trained model, has no safetensors weights, or would send pickled files (named)."""
+    folder = Path(folder)
+    read_model_folder(folder, merged=merged)
+    files = {name: path for name, path in _files(folder).items() if not name.startswith(f"{MERGED_DIR}/")}
+    if merged:
+        files = {name: path for name, path in files.items() if name not in ADAPTER_FILES}
+        files.update(_files(folder / MERGED_DIR))
+    pickled = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
+    if pickled:
+        raise EarthvlError(
+            f"{folder} holds pickled files, which earthvl does not publish (safetensors only): {', '.join(pickled)}; "
+            "delete them or convert the weights to safetensors"
+        )
+    if not any(name.endswith(".safetensors") for name in files):
+        raise EarthvlError(f"{folder} has no safetensors weights to publish")
+    return files
+
+
+def _metrics(results: Sequence[Any] | None) -> dict[tuple, Any]:
+    """Eval results as (task, dataset, config, split, revision, metric name) -> value."""
+    return {(*r.unique_identifier, r.metric_name): r.metric_value for r in results or ()}
+
+
+def model_card(
+    folder: Path, repo_id: str, results: Sequence[str | Path | Mapping[str, Any]], *, merged: bool = False
+) -> bytes:
+    """The card to push: the folder's earthvl card (checked against `repo_id`, `merged` and `results`), else one
+    rendered from `results`; an error telling what to run when there is neither."""
+    path = folder / CARD_FILE
+    try:
+        card = ModelCard.load(path, ignore_metadata_errors=True) if path.is_file() else None
+    except (ValueError, yaml.YAMLError) as error:
+        raise EarthvlError(f"{path} has unreadable YAML metadata: {error}") from error
+    if card is None or "earthvl" not in (card.data.tags or []):
+        if not results:
+            found = f"its {CARD_FILE} is not an earthvl model card" if card else f"it has no {CARD_FILE}"
+            raise EarthvlError(
+                f"{folder} cannot be published without a model card ({found}): run `earthvl card --model_dir {folder} "
+                f"--model_id {repo_id} --results RESULTS.json ...` first, or pass the results files with --results"
+            )
+        return str(render_model_card(results, model_dir=folder, model_id=repo_id, merged=merged)).encode("utf-8")
+    merged_option = " --merged" if merged else ""
+    rerun = f"rerun `earthvl card --model_dir {folder} --model_id {repo_id}{merged_option} --results ...`"
+    if card.data.model_name != repo_id:
+        raise EarthvlError(f"{path} was written for {card.data.model_name!r}, not {repo_id!r}: {rerun}")
+    library = "peft" if read_model_folder(folder, merged=merged).adapter else "transformers"
+    if card.data.library_name != library:
+        what = "the merged model" if merged else "the adapter" if library == "peft" else "a full model"
+        raise EarthvlError(f"{path} does not describe {what} being published: {rerun}")
+    if results and _metrics(card.data.eval_results) != _metrics(eval_results(load_results(results), repo_id)):
+        raise EarthvlError(f"the metrics in {path} differ from those of the results files: {rerun}")
+    return path.read_bytes()
+
+
+def publish_model(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    results: Sequence[str | Path | Mapping[str, Any]] = (),
+    merged: bool = False,
+) -> str:
+    """Upload a trained model folder (`earthvl train` output) to the Hub model repo `repo_id` in one commit; the
+    commit's URL.
+
+    Sent: the safetensors weights, config, processor and tokenizer files, generation config, earthvl's side files
+    (training_args.json, captioning.json, vision.json, ...), the card (`README.md`) and the results files under
+    `eval/`. The card is the folder's own if `earthvl card` wrote it, else rendered from `results`. `results` replace
+    the folder's `eval/`. Never sent: checkpoints, hidden files, `merged/` (unless `merged`: then its model replaces
+    the adapter), and nothing at all if the folder holds pickled files. The token comes from `token`, else
+    `HF_TOKEN` or the `hf auth login` cache; it is never printed."""
+    folder = Path(folder)
+    files = model_files(folder, merged=merged)
+    loaded = load_results(results)
+    card = model_card(folder, repo_id, results, merged=merged)
+    files.pop(CARD_FILE, None)
+    if loaded:
+        files = {name: path for name, path in files.items() if not name.startswith(f"{EVAL_DIR}/")}
+    operations = [
+        CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card),
+        *(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()),
+        *(CommitOperationAdd(path_in_repo=f"{EVAL_DIR}/{r.name}", path_or_fileobj=r.content()) for r in loaded),
+    ]
+    api = HfApi(token=token)
+    with _hub_errors(repo_id):
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload {folder.name} trained with earthvl",
+            repo_type="model",
+        )
     return str(getattr(commit, "commit_url", commit))

@@ -74,7 +74,7 @@ def test_the_output_is_a_plain_clip_that_reproduces_the_trained_embeddings(train
     trainer, out = trained
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "config.json", "model.safetensors", "processor_config.json", "text_fit.json", "tokenizer.json",
-        "tokenizer_config.json", "training_args.json",
+        "tokenizer_config.json", "trainer_state.json", "training_args.json",
     ]
     reloaded = CLIPModel.from_pretrained(out).eval()
     trained_model = trainer.model.eval()

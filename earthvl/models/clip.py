@@ -86,7 +86,7 @@ class TextChunker:
         return self.fit(text).sequences
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
     def _fitted(self, bodies: list[list[int]], total: int) -> TextFit:
         return TextFit([self.prefix + body + self.suffix for body in bodies], total, sum(map(len, bodies)))

@@ -25,8 +25,10 @@ from earthvl.sample.chatearthnet import (
     write_zenodo_zips,
 )
 from earthvl.sample.gaia import GaiaSample, gaia_texts, write_gaia
+from earthvl.sample.scenes import write_scenes
 
 CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, MODELS_DIR = "chatearthnet", "chatearthnet_zenodo", "gaia", "models"
+SCENES_DIR = "scenes"
 MANIFEST = "sample_world.json"
 MIN_ITEMS, MAX_ITEMS = 3, 50_000
 """At least one tile/image per split; at most about the size of the real ChatEarthNet (40,872 tiles)."""
@@ -39,6 +41,7 @@ class SampleWorld:
     gaia: GaiaSample
     zips: list[Path]
     models: dict[str, Path]
+    scenes: Path
 
 
 def _check_count(name: str, value: int) -> None:
@@ -51,7 +54,7 @@ def _check_count(name: str, value: int) -> None:
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise EarthvlError(f"output path {out} exists and is not a folder")
-    owned = [out / name for name in (CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, MODELS_DIR, MANIFEST)]
+    owned = [out / name for name in (CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, SCENES_DIR, MODELS_DIR, MANIFEST)]
     present = [p for p in owned if p.exists()]
     if present and not overwrite:
         raise EarthvlError(f"{out} already holds a sample world ({present[0].name}); pass --overwrite to replace it")
@@ -79,9 +82,10 @@ def generate_sample(
     progress: bool = True,
 ) -> SampleWorld:
     """Write the sample world under `out`: `chatearthnet/` (extracted Zenodo layout), `gaia/` (metadata JSON and
-    img2dataset shards), with `zip_archives` also `chatearthnet_zenodo/*.zip`, with `models` also the tiny models
-    under `models/`. Byte-identical for the same arguments. `keep_label_maps` keeps each patch's land-cover map in
-    the returned object (ground truth the upstream files do not ship; about 64 KB a patch)."""
+    img2dataset shards), `scenes/` (an imagefolder of the ChatEarthNet test patches by dominant land-cover class),
+    with `zip_archives` also `chatearthnet_zenodo/*.zip`, with `models` also the tiny models under `models/`.
+    Byte-identical for the same arguments. `keep_label_maps` keeps each patch's land-cover map in the returned object
+    (ground truth the upstream files do not ship; about 64 KB a patch)."""
     gaia_images = tiles if gaia_images is None else gaia_images
     _check_count("tiles", tiles)
     _check_count("gaia_images", gaia_images)
@@ -94,6 +98,7 @@ def generate_sample(
             out / CHATEARTHNET_DIR, tiles, seed, keep_label_maps=keep_label_maps, progress=progress
         )
         gaia = write_gaia(out / GAIA_DIR, gaia_images, seed, progress=progress)
+        scenes = write_scenes(out / SCENES_DIR, chatearthnet, seed, tiles)
         zips = write_zenodo_zips(out / CHATEARTHNET_DIR, out / ZENODO_DIR) if zip_archives else []
         built: dict[str, Path] = {}
         if models:
@@ -109,11 +114,12 @@ def generate_sample(
         "chatearthnet_nodata_patches": sum(p.nodata is not None for p in chatearthnet.patches),
         "gaia_records": _per_split(s.split for s in gaia.scenes),
         "gaia_failed_downloads": sum(not s.downloaded for s in gaia.scenes),
+        "scenes": scenes,
         "zips": [z.name for z in zips],
         "models": sorted(built),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return SampleWorld(out, chatearthnet, gaia, zips, built)
+    return SampleWorld(out, chatearthnet, gaia, zips, built, out / SCENES_DIR)
 
 
 def _build_models(folder: Path, seed: int, progress: bool) -> dict[str, Path]:

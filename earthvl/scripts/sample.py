@@ -56,6 +56,9 @@ def main(args: SampleArguments) -> int:
     print(f"Sample world (seed {args.seed}) written to {world.root}")
     print(f"  ChatEarthNet: {len(patches)} patches, 9 bands, in {world.chatearthnet.root}")
     print(f"  GAIA:         {len(scenes)} records, {sum(s.downloaded for s in scenes)} images in shards, in {world.gaia.root}")
+    labelled = list(world.scenes.glob("*/*.png"))
+    classes = len({p.parent for p in labelled})
+    print(f"  Scenes:       {len(labelled)} test patches in {classes} land-cover classes, in {world.scenes}")
     for path in world.zips:
         print(f"  Zenodo zip:   {path}")
     for name, path in world.models.items():

@@ -180,8 +180,9 @@ def run(trainer: Trainer, resume: bool) -> None:
 
 
 def save_outputs(trainer: Trainer, processor: Any, files: dict[str, Any] | None = None) -> None:
-    """The model (or adapter), processor, settings as JSON, `files` (name -> JSON value) and the skipped rows, into
-    output_dir; safetensors only (the pickled `training_args.bin` is replaced by `training_args.json`)."""
+    """The model (or adapter), processor, settings as JSON, the trainer state (its log holds the run's time and
+    throughput, which model cards show), `files` (name -> JSON value) and the skipped rows, into output_dir;
+    safetensors only (the pickled `training_args.bin` is replaced by `training_args.json`)."""
     output = Path(trainer.args.output_dir)
     trainer.save_model(str(output))
     skipped = sorted(gather_object(trainer.skipped_images))
@@ -190,6 +191,7 @@ def save_outputs(trainer: Trainer, processor: Any, files: dict[str, Any] | None 
     processor.save_pretrained(output)
     (output / TRAINING_ARGS_NAME).unlink(missing_ok=True)
     (output / "training_args.json").write_text(trainer.args.to_json_string())
+    trainer.state.save_to_json(str(output / "trainer_state.json"))
     for name, value in (files or {}).items():
         (output / name).write_text(json.dumps(value, indent=2))
     if skipped:

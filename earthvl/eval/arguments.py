@@ -1,0 +1,123 @@
+"""The options of `earthvl eval caption|classify|retrieve`: one dataclass shared by the three tasks and one per task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from earthvl.eval.batches import ON_BAD_IMAGE
+from earthvl.images import DEFAULT_MAX_PIXELS
+from earthvl.models.clip import LONG_TEXT
+
+
+@dataclass
+class EvalArguments:
+    """What to evaluate, on what, and where the results go."""
+
+    model: str = field(
+        metadata={"help": "Hub id, local folder (a trained earthvl output, adapters included) or tiny model name."}
+    )
+    dataset: str = field(
+        metadata={
+            "help": "Short name (eurosat, resisc45, ucmerced, aid, imagenet1k, gaia, chatearthnet), Hub dataset id, "
+            "local folder (a built earthvl dataset, or one sub-folder of images per class), or NAME:SOURCE to run a "
+            "known benchmark from a mirror (e.g. eurosat:/data/eurosat)."
+        }
+    )
+    out: str = field(default="results.json", metadata={"help": "Results file to write (JSON)."})
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Dataset config (default: the known benchmark's, or the dataset's default)."}
+    )
+    split: str | None = field(default=None, metadata={"help": "Split to evaluate (default: the known one, else test)."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Dataset revision (branch, tag or commit) on the Hub."})
+    revision: str | None = field(default=None, metadata={"help": "Model revision (branch, tag or commit) on the Hub."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "Base model of an adapter (default: the one its adapter_config.json names)."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (smoke runs)."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Images per batch (default: 64 for CLIP, 16 for generation)."}
+    )
+    num_workers: int = field(default=2, metadata={"help": "DataLoader workers decoding images (0: in the main process)."})
+    device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights dtype (default: float32, or bfloat16 for BLIP-2 and LLaVA on a GPU).",
+            "choices": ["float32", "bfloat16", "float16"],
+        },
+    )
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load the language model in 4-bit (BLIP-2, LLaVA)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "Load the language model in 8-bit (BLIP-2, LLaVA)."})
+    on_bad_image: str = field(
+        default="skip",
+        metadata={
+            "help": "An image that fails to decode (or is over max_pixels): 'skip' it (counted and listed in the "
+            "results file) or 'stop' with the row named.",
+            "choices": list(ON_BAD_IMAGE),
+        },
+    )
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Refuse images with more pixels than this."})
+    save_predictions: bool = field(
+        default=True, metadata={"help": "Also write each row's prediction to <out stem>.predictions.jsonl."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be at least 1, got {self.max_samples}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are both set: choose one")
+
+
+@dataclass
+class CaptionArguments:
+    """Captioning: the prompt, generation settings and scoring protocols."""
+
+    caption_column: str | None = field(default=None, metadata={"help": "Reference caption column (default: detected)."})
+    protocols: list[str] = field(
+        default_factory=lambda: ["coco", "hf"],
+        metadata={"help": "Scoring protocols: coco (COCO caption toolkit) and/or hf (HF evaluate style, as GAIA reports)."},
+    )
+    prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instruction (default: 'Provide a detailed description of the given image.' for LLaVA; for "
+            "BLIP-2 the prompt its training saved, else none)."
+        },
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Most tokens generated (default: 256 for LLaVA, the model's setting for BLIP-2)."}
+    )
+    num_beams: int | None = field(default=None, metadata={"help": "Beams (default: greedy for LLaVA, the model's setting for BLIP-2)."})
+
+
+@dataclass
+class ClassifyArguments:
+    """Zero-shot classification: labels, class names and prompts."""
+
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "Class names in label order (default: the benchmark's, or the label names)."}
+    )
+    templates: list[str] | None = field(
+        default=None, metadata={"help": "CLIP prompt templates with {c} for the class name (default: the benchmark's)."}
+    )
+    max_new_tokens: int = field(default=16, metadata={"help": "Most tokens a VLM may answer with."})
+
+
+@dataclass
+class RetrieveArguments:
+    """Image-text retrieval: captions and how long ones are fitted to the text tower."""
+
+    caption_column: str | None = field(default=None, metadata={"help": "Caption column (default: detected)."})
+    long_text: str = field(
+        default="truncate",
+        metadata={
+            "help": "Captions longer than the text tower: 'truncate' (what CLIP_benchmark and open_clip do, so "
+            "numbers compare), 'chunks' (mean of sentence chunks) or 'first-sentences'.",
+            "choices": list(LONG_TEXT),
+        },
+    )
+    max_text_chunks: int = field(default=8, metadata={"help": "Most chunks per caption with long_text chunks."})

@@ -1,0 +1,78 @@
+"""Batched text generation for evaluation: LLaVA answers (left-padded batches, KV cache) and BLIP-2 captions, with
+failed generations retried one image at a time and recorded, never dropped."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from transformers import ProcessorMixin
+
+from earthvl.eval.batches import Failures
+from earthvl.models.blip2 import generate_captions
+
+
+class LlavaGenerator:
+    """Answers of a LLaVA model to one instruction about each of a batch of images (greedy by default)."""
+
+    def __init__(self, model: torch.nn.Module, processor: ProcessorMixin, instruction: str, **generation: Any) -> None:
+        self.model, self.processor = model, processor
+        # Left padding keeps every prompt's last token at the end of its row, where generation continues.
+        processor.tokenizer.padding_side = "left"
+        message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        self.prompt = processor.apply_chat_template(message, add_generation_prompt=True)
+        tokenizer = processor.tokenizer
+        self.generation = {
+            "do_sample": False,
+            "num_beams": 1,
+            "use_cache": True,
+            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            **generation,
+        }
+
+    @torch.no_grad()
+    def __call__(self, images: list[Any]) -> list[str]:
+        inputs = self.processor(images=images, text=[self.prompt] * len(images), padding=True, return_tensors="pt")
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        inputs = {k: v.to(self.model.device, dtype) if v.is_floating_point() else v.to(self.model.device) for k, v in inputs.items()}
+        out = self.model.generate(**inputs, **self.generation)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+class Blip2Generator:
+    """Captions of a BLIP-2 model after a fixed prompt, from `pixel_values` arrays (one per image)."""
+
+    def __init__(self, model: torch.nn.Module, processor: ProcessorMixin, prompt: str, **generation: Any) -> None:
+        self.model, self.processor, self.prompt, self.generation = model, processor, prompt, generation
+
+    def __call__(self, images: list[Any]) -> list[str]:
+        pixels = torch.stack([torch.as_tensor(image) for image in images])
+        return generate_captions(self.model, self.processor, pixels, prompt=self.prompt, batch_size=len(pixels), **self.generation)
+
+
+def generate_all(
+    batches: Iterable[tuple[list[int], list[Any]]], generate: Callable[[list[Any]], list[str]], failures: Failures
+) -> dict[int, str]:
+    """Row -> generated text for every decoded image. A batch whose generation raises is retried image by image;
+    an image that still fails gets an empty text and a `failed_generation` entry in `failures`."""
+    texts: dict[int, str] = {}
+    for indices, images in batches:
+        try:
+            texts.update(zip(indices, generate(images)))
+            continue
+        except (RuntimeError, ValueError, IndexError):
+            _release_memory()
+        for index, image in zip(indices, images):
+            try:
+                texts[index] = generate([image])[0]
+            except (RuntimeError, ValueError, IndexError) as error:
+                _release_memory()
+                failures.add("failed_generation", index, f"{type(error).__name__}: {error}")
+                texts[index] = ""
+    return texts
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,163 @@
+"""Loading any checkpoint of the three families for evaluation: CLIP, BLIP-2 and LLaVA, full models or PEFT adapters
+(earthvl's training outputs), from the Hub, a folder or a tiny model name."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from transformers import AutoConfig, ProcessorMixin
+
+from earthvl.errors import EarthvlError
+from earthvl.models.loading import adapter_base
+from earthvl.models.tiny import resolve_model
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPES = {"clip": "clip", "blip-2": "blip2", "llava": "llava"}
+"""transformers `model_type` -> earthvl's family name."""
+TASKS_BY_FAMILY = {"clip": ("classify", "retrieve"), "blip2": ("caption",), "llava": ("caption", "classify")}
+
+
+@dataclass
+class EvalModel:
+    """A model ready for inference, with what a results file records about it."""
+
+    model: torch.nn.Module
+    processor: ProcessorMixin
+    family: str
+    name: str
+    revision: str | None
+    base_model: str | None
+    folder: Path | None
+    """The local folder the weights came from (an adapter's own folder for adapters)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.name, "revision": self.revision, "family": self.family, "base_model": self.base_model}
+
+
+def _config(path_or_id: str, revision: str | None) -> Any:
+    try:
+        return AutoConfig.from_pretrained(resolve_model(path_or_id), revision=revision, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise EarthvlError(f"cannot read the model config of {path_or_id}: {error}") from error
+
+
+def family_of(config: Any, name: str) -> str:
+    """earthvl's family name for a transformers config, or an error naming what is supported."""
+    family = MODEL_TYPES.get(getattr(config, "model_type", None))
+    if family is None:
+        raise EarthvlError(
+            f"{name} is a {getattr(config, 'model_type', 'unknown')!r} model; earthvl evaluates CLIP, BLIP-2 and LLaVA "
+            "checkpoints (transformers model types clip, blip-2, llava) and their PEFT adapters"
+        )
+    return family
+
+
+def _adapter_folder(name: str, revision: str | None) -> Path | None:
+    """The local folder of `name` if it is a PEFT adapter (downloading a Hub adapter repo), else None."""
+    path = Path(resolve_model(name))
+    if path.is_dir():
+        return path if (path / "adapter_config.json").is_file() else None
+    try:
+        folder = Path(snapshot_download(name, revision=revision, allow_patterns=["adapter_config.json"]))
+    except Exception as error:  # offline, unknown repo, gated: from_pretrained will say it better
+        logger.debug("no adapter config for %s: %s", name, error)
+        return None
+    if not (folder / "adapter_config.json").is_file():
+        return None
+    return Path(snapshot_download(name, revision=revision))
+
+
+def load_eval_model(
+    name: str,
+    *,
+    task: str,
+    revision: str | None = None,
+    base_model: str | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+) -> EvalModel:
+    """The model `name` (Hub id, folder, tiny model name, or a PEFT adapter of one of those) in eval mode on
+    `device`, checked to be able to do `task`. An adapter is loaded on `base_model` or the base its
+    `adapter_config.json` names, with the side files earthvl saved beside it (processor, `vision.json`,
+    generation settings)."""
+    adapter = _adapter_folder(name, revision)
+    base = (base_model or adapter_base(adapter)) if adapter is not None else None
+    config = _config(base if adapter is not None else name, None if adapter is not None else revision)
+    family = family_of(config, base or name)
+    if task not in TASKS_BY_FAMILY[family]:
+        can = " or ".join(TASKS_BY_FAMILY[family])
+        raise EarthvlError(f"{name} is a {family} model: it can {can}, not {task}")
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" and family != "clip" else torch.float32
+    options: dict[str, Any] = dict(dtype=dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
+    quantised = load_in_4bit or load_in_8bit
+    if quantised:
+        options["device_map"] = {"": str(device)}
+    if family == "clip":
+        if adapter is not None:
+            raise EarthvlError(f"{name} is a PEFT adapter on CLIP; earthvl's CLIP training saves full models")
+        if quantised:
+            raise EarthvlError("CLIP models are evaluated unquantised (they are small): drop --load_in_4bit/8bit")
+        from earthvl.models.clip import load_clip
+
+        model, processor = load_clip(name, dtype=dtype, revision=revision)
+    elif family == "blip2":
+        from earthvl.models import blip2
+
+        if adapter is not None:
+            model, processor = blip2.load_adapter(adapter, base=base, **options)
+        else:
+            model, processor = blip2.load_blip2(name, revision=revision, **options)
+    else:
+        from earthvl.models import vlm
+
+        if adapter is not None:
+            model, processor = vlm.load_adapter(adapter, base=base, **options)
+        else:
+            model, processor = vlm.load_vlm(name, revision=revision, **options)
+        _check_rgb(model, name)
+    if not quantised:
+        model = model.to(device)
+    model.eval()
+    local = Path(resolve_model(name))
+    return EvalModel(
+        model=model,
+        processor=processor,
+        family=family,
+        name=name,
+        revision=revision or _commit_hash(model, adapter),
+        base_model=base,
+        folder=adapter if adapter is not None else local if local.is_dir() else None,
+    )
+
+
+def _commit_hash(model: torch.nn.Module, adapter: Path | None) -> str | None:
+    """The Hub commit the weights were downloaded at (None for local folders)."""
+    if adapter is not None:
+        return adapter.name if adapter.parent.name == "snapshots" else None
+    return getattr(model.config, "_commit_hash", None)
+
+
+def _check_rgb(model: torch.nn.Module, name: str) -> None:
+    channels = getattr(model.config.vision_config, "num_channels", 3)
+    if channels != 3:
+        raise EarthvlError(
+            f"{name} reads {channels}-band images; earthvl eval feeds RGB image columns. Evaluate multispectral "
+            "models through earthvl.models.vlm with the band columns of a multispectral config"
+        )
+
+
+def read_json(folder: Path | None, name: str) -> dict[str, Any]:
+    """A JSON side file of a model folder (e.g. BLIP-2's `captioning.json`), {} when absent."""
+    if folder is None or not (folder / name).is_file():
+        return {}
+    return json.loads((folder / name).read_text())

@@ -1,0 +1,54 @@
+"""What the three task runners share: the output they return, and how images are turned into model inputs."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from earthvl.eval.arguments import EvalArguments
+from earthvl.eval.batches import Failures, decoded_batches
+from earthvl.eval.benchmarks import Benchmark
+from earthvl.eval.models import EvalModel
+from earthvl.images import open_image
+from earthvl.models.pixels import PixelTransform
+
+
+@dataclass
+class TaskOutput:
+    """A task's metrics (protocol -> metric -> value), per-row predictions, the settings that produced them, and
+    how many rows were scored."""
+
+    metrics: dict[str, dict[str, float]]
+    num_samples: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def image_decoder(model: EvalModel, args: EvalArguments) -> Callable[[Any], Any]:
+    """Image cell -> model input: exact `pixel_values` (as the processor computes them) for CLIP and BLIP-2, a
+    pixel-limited RGB PIL image for LLaVA's processor."""
+    if model.family == "llava":
+        return functools.partial(open_image, max_pixels=args.max_pixels)
+    return PixelTransform.from_processor(model.processor.image_processor, draft=False, max_pixels=args.max_pixels).pixels
+
+
+def batch_size(model: EvalModel, args: EvalArguments) -> int:
+    return args.batch_size or (64 if model.family == "clip" else 16)
+
+
+
+def image_batches(
+    model: EvalModel, benchmark: Benchmark, args: EvalArguments, failures: Failures, description: str
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """(row indices, model inputs) per batch of the benchmark's images, bad images handled as `args` says."""
+    return decoded_batches(
+        benchmark.rows,
+        benchmark.image_column,
+        image_decoder(model, args),
+        batch_size=batch_size(model, args),
+        failures=failures,
+        on_bad_image=args.on_bad_image,
+        num_workers=args.num_workers,
+        description=description,
+    )
