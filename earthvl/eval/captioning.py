@@ -10,6 +10,7 @@ from earthvl.eval.generation import Blip2Generator, LlavaGenerator, generate_all
 from earthvl.eval.models import EvalModel, read_json
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
+from earthvl.models.blip2 import GAIA_GENERATION
 from earthvl.prompts import CAPTION_INSTRUCTION
 
 LLAVA_MAX_NEW_TOKENS = 256
@@ -23,7 +24,10 @@ def caption_generator(model: EvalModel, args: CaptionArguments) -> tuple[object,
         prompt = CAPTION_INSTRUCTION if args.prompt is None else args.prompt
         generator = LlavaGenerator(model.model, model.processor, prompt, **{"max_new_tokens": LLAVA_MAX_NEW_TOKENS, **generation})
         return generator, {"prompt": prompt, "generation": _public(generator.generation)}
-    prompt = read_json(model.folder, "captioning.json").get("prompt", "") if args.prompt is None else args.prompt
+    saved = read_json(model.folder, "captioning.json")
+    prompt = saved.get("prompt", "") if args.prompt is None else args.prompt
+    if not saved:  # not an earthvl training output: caption with GAIA's settings, not the checkpoint's defaults
+        generation = {**GAIA_GENERATION, **generation}
     config = model.model.generation_config
     settings = {"max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams, **generation}
     return Blip2Generator(model.model, model.processor, prompt, **generation), {"prompt": prompt, "generation": settings}
