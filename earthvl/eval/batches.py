@@ -33,13 +33,17 @@ class Failures:
         column = first_column(rows, KEY_COLUMNS)
         return cls(keys=rows[column] if column else None)
 
+    def key(self, row: int) -> Any:
+        """Row `row`'s stable name, None where the rows have none."""
+        return self.keys[row] if self.keys is not None else None
+
     def add(self, kind: str, row: int, reason: str) -> None:
-        key = self.keys[row] if self.keys is not None else None
-        self.rows.append({"kind": kind, "row": row, "id": key, "reason": reason})
-        logger.warning("row %d%s: %s", row, f" ({key})" if key is not None else "", reason)
+        self.rows.append({"kind": kind, "row": row, "id": self.key(row), "reason": reason})
+        logger.warning("%s: %s", self.where(row), reason)
 
     def where(self, row: int) -> str:
-        return f"row {row}" + (f" ({self.keys[row]})" if self.keys is not None else "")
+        key = self.key(row)
+        return f"row {row}" + (f" ({key})" if key is not None else "")
 
     def count(self, kind: str) -> int:
         return sum(entry["kind"] == kind for entry in self.rows)
@@ -66,10 +70,6 @@ class _Decoding(torch.utils.data.Dataset):
             return index, None, str(error)
 
 
-def _as_list(batch: list[tuple[int, Any, str | None]]) -> list[tuple[int, Any, str | None]]:
-    return batch
-
-
 def decoded_batches(
     rows: Dataset,
     column: str,
@@ -90,7 +90,7 @@ def decoded_batches(
         _Decoding(rows.select_columns([column]), column, decode),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_as_list,
+        collate_fn=list,
     )
     with tqdm(total=len(rows), desc=description, unit="img", disable=None) as bar:
         for batch in loader:

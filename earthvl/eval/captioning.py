@@ -52,13 +52,12 @@ def evaluate_captions(
     predictions = [texts[row] for row in rows]
     references = [benchmark.references(row) for row in rows]
     metrics = {protocol: caption_metrics(predictions, references, protocol) for protocol in task_args.protocols}
-    keys = failures.keys
     return TaskOutput(
         metrics=metrics,
         num_samples=len(rows),
         settings={**settings, "batch_size": batch_size(model, args), "protocols": list(task_args.protocols)},
         predictions=[
-            {"row": row, "id": keys[row] if keys else None, "prediction": text, "references": refs}
+            {"row": row, "id": failures.key(row), "prediction": text, "references": refs}
             for row, text, refs in zip(rows, predictions, references)
         ],
     )

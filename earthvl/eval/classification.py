@@ -50,13 +50,12 @@ def _clip(model: EvalModel, benchmark: Benchmark, args: EvalArguments, failures:
     logits = 100 * images @ classifier.T
     labels = torch.tensor(benchmark.labels())[rows]
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices.tolist()
-    keys = failures.keys
     return TaskOutput(
         metrics={"clip_benchmark": classification_metrics(logits, labels)},
         num_samples=len(rows),
         settings={"class_names": benchmark.class_names, "templates": list(benchmark.templates), "batch_size": batch_size(model, args)},
         predictions=[
-            {"row": row, "id": keys[row] if keys else None, "label": int(label), "top5": best}
+            {"row": row, "id": failures.key(row), "label": int(label), "top5": best}
             for row, label, best in zip(rows, labels.tolist(), top)
         ],
     )
@@ -84,7 +83,6 @@ def _vlm(
         "mean_per_class_recall": scores["mean_per_class_recall"],
         "unmatched": sum(p == unmatched for p in predicted) / len(rows),
     }
-    keys = failures.keys
     return TaskOutput(
         metrics={"geochat": metrics},
         num_samples=len(rows),
@@ -95,7 +93,7 @@ def _vlm(
             "batch_size": batch_size(model, args),
         },
         predictions=[
-            {"row": row, "id": keys[row] if keys else None, "label": int(label), "answer": answers[row],
+            {"row": row, "id": failures.key(row), "label": int(label), "answer": answers[row],
              "predicted": None if p == unmatched else p}
             for row, label, p in zip(rows, labels.tolist(), predicted)
         ],

@@ -10,6 +10,7 @@ from transformers import ProcessorMixin
 
 from earthvl.eval.batches import Failures
 from earthvl.models.blip2 import generate_captions
+from earthvl.models.loading import weights_dtype
 
 
 class LlavaGenerator:
@@ -33,7 +34,7 @@ class LlavaGenerator:
     @torch.no_grad()
     def __call__(self, images: list[Any]) -> list[str]:
         inputs = self.processor(images=images, text=[self.prompt] * len(images), padding=True, return_tensors="pt")
-        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        dtype = weights_dtype(self.model)
         inputs = {k: v.to(self.model.device, dtype) if v.is_floating_point() else v.to(self.model.device) for k, v in inputs.items()}
         out = self.model.generate(**inputs, **self.generation)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]

@@ -17,6 +17,7 @@ from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.models import load_eval_model
 from earthvl.eval.results import FORMAT, package_versions, write_results
+from earthvl.models.loading import weights_dtype
 
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
 
@@ -91,7 +92,7 @@ def evaluate(task: str, args: EvalArguments, task_args: Any) -> dict[str, Any]:
         "settings": {
             **output.settings,
             "device": device,
-            "dtype": str(next(p.dtype for p in model.model.parameters() if p.is_floating_point())).removeprefix("torch."),
+            "dtype": str(weights_dtype(model.model)).removeprefix("torch."),
             "load_in_4bit": args.load_in_4bit,
             "load_in_8bit": args.load_in_8bit,
             "max_samples": args.max_samples,

@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, Blip2ForConditionalGeneration, GenerationConfig, ProcessorMixin
 
-from earthvl.models.loading import adapter_base, load_pretrained, lora_targets, save_merged
+from earthvl.models.loading import adapter_base, load_pretrained, lora_targets, save_merged, weights_dtype
 
 UNQUANTIZED_MODULES = ["vision_model", "qformer", "language_projection", "language_model.lm_head"]
 """Full module paths kept out of 8-/4-bit: only the language model's decoder is quantised."""
@@ -76,7 +76,7 @@ def generate_captions(
     model's generation config (GAIA's beam search in earthvl's saved models), overridden by `generation`. Every
     image shares the prompt, so batches need no padding."""
     prefix = torch.tensor([blip2_prompt_ids(processor, prompt)], device=model.device)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    dtype = weights_dtype(model)
     captions: list[str] = []
     for start in range(0, len(pixel_values), batch_size):
         pixels = pixel_values[start : start + batch_size].to(model.device, dtype)

@@ -143,3 +143,8 @@ def lora_options(model_args: Any) -> dict[str, Any]:
         use_rslora=model_args.use_rslora,
         use_dora=model_args.use_dora,
     )
+
+
+def weights_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of a model's floating-point weights (what its inputs must be cast to; quantised layers aside)."""
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
