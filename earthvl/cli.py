@@ -12,6 +12,7 @@ from earthvl.errors import EarthvlError
 from earthvl.recipes import check_recipe_keys, recipe_path
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("earthvl.scripts.quickstart", "The whole job end to end: datasets, training, evaluation, cards, Space."),
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
     "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval classify": ("earthvl.scripts.eval_classify", "Zero-shot scene classification (CLIP prompts or a VLM's answer)."),
     "eval retrieve": ("earthvl.scripts.eval_retrieve", "Image-text retrieval recall with a CLIP model."),
     "card": ("earthvl.scripts.card", "Render a model card (with model-index metrics) from results files."),
+    "demo": ("earthvl.scripts.demo", "Run the Gradio demo (caption, zero-shot classification, retrieval) locally."),
 }
 """Subcommand (one word, or a group and a name) -> (script module exposing `make_parser(prog)` and
 `main(*dataclasses)`, help)."""

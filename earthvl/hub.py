@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
@@ -21,6 +21,9 @@ MODEL_MARKERS = ("config.json", "adapter_config.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Pickled weights and states run code when loaded: a model is published as safetensors only."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+SPACE_KEYS = ("sdk", "app_file")
+"""What a Space's README front matter must say: how the Hub runs it."""
+BYTECODE_DIR = "__pycache__"
 
 
 def check_dataset_folder(folder: str | Path) -> Path:
@@ -199,5 +202,71 @@ def publish_model(
             operations=operations,
             commit_message=commit_message or f"Upload {folder.name} trained with earthvl",
             repo_type="model",
+        )
+    return str(getattr(commit, "commit_url", commit))
+
+
+def check_space_folder(folder: str | Path) -> dict[str, Any]:
+    """The front matter of a Space folder's README.md, or an error naming what is missing: the card, its `sdk` and
+    `app_file`, or the app file itself."""
+    folder = Path(folder)
+    card = folder / CARD_FILE
+    if not card.is_file():
+        raise EarthvlError(f"{folder} is not a Space folder: it has no {CARD_FILE}")
+    try:
+        meta = metadata_load(card) or {}
+    except (ValueError, yaml.YAMLError) as error:
+        raise EarthvlError(f"{card} has unreadable YAML front matter: {error}") from error
+    missing = [key for key in SPACE_KEYS if not meta.get(key)]
+    if missing:
+        raise EarthvlError(f"{folder} is not a Space folder: the front matter of {card} has no {', '.join(missing)}")
+    if not (folder / str(meta["app_file"])).is_file():
+        raise EarthvlError(f"{folder} is not a Space folder: its app_file {meta['app_file']} is missing")
+    return meta
+
+
+def space_files(folder: str | Path) -> dict[str, Path]:
+    """What a Space repo gets from a Space folder: path in the repo -> local file. Everything but hidden files,
+    checkpoints, unfinished files and Python bytecode; an error naming any pickled files."""
+    folder = Path(folder)
+    files = {
+        name: path
+        for name, path in _files(folder).items()
+        if BYTECODE_DIR not in name.split("/") and not name.endswith(".pyc")
+    }
+    pickled = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
+    if pickled:
+        raise EarthvlError(
+            f"{folder} holds pickled files, which earthvl does not publish (safetensors only): {', '.join(pickled)}"
+        )
+    return files
+
+
+def publish_space(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a Space folder (`earthvl.space.folder.write_space` output) to the Hub Space `repo_id` (created with the
+    front matter's SDK if needed) in one commit; the commit's URL.
+
+    Never sent: hidden files, bytecode, checkpoints, and nothing at all if the folder holds pickled files. The token
+    comes from `token`, else `HF_TOKEN` or the `hf auth login` cache; it is never printed."""
+    folder = Path(folder)
+    meta = check_space_folder(folder)
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in space_files(folder).items()
+    ]
+    api = HfApi(token=token)
+    with _hub_errors(repo_id):
+        api.create_repo(repo_id, repo_type="space", space_sdk=meta["sdk"], private=private, exist_ok=True)
+        commit = api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload {folder.name} written with earthvl",
+            repo_type="space",
         )
     return str(getattr(commit, "commit_url", commit))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from earthvl.errors import EarthvlError
 
@@ -13,6 +15,7 @@ DEFAULT_MAX_PIXELS = 2**27
 """134 Mpx: above the largest GAIA originals (~10,000 px a side), far below what would exhaust memory."""
 PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 """What PIL raises on a corrupt, truncated or oversized image."""
+HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 class BadImage(EarthvlError):
@@ -52,7 +55,25 @@ def open_image(
         return image if mode is None or image.mode == mode else image.convert(mode)
     except PILImage.UnidentifiedImageError as error:
         raise BadImage(f"cannot decode the image{where}: not in an image format PIL reads") from error
+    except PILImage.DecompressionBombError as error:
+        # PIL itself refuses headers above twice its own limit while opening, before the size can be compared.
+        raise BadImage(f"image{where} is over the limit of {max_pixels:,} pixels") from error
     except PIL_ERRORS as error:
         raise BadImage(f"cannot decode the image{where}: {error}") from error
     except TypeError as error:
         raise BadImage(f"not an image cell: {type(cell).__name__}") from error
+
+
+def to_rgb(image: PILImage.Image, background: tuple[int, int, int] = (255, 255, 255)) -> PILImage.Image:
+    """`image` as 8-bit RGB the right way up: 16/32-bit and float bands stretched min-max (not clipped to white),
+    transparency composited onto `background` (white, as transformers' `convert_to_rgb`), EXIF orientation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = np.nanmin(values), np.nanmax(values)
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return PILImage.fromarray(np.nan_to_num(scaled).round().astype(np.uint8)).convert("RGB")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return PILImage.alpha_composite(PILImage.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

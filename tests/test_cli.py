@@ -10,7 +10,7 @@ def test_unknown_and_incomplete_commands_name_what_exists(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["trian"])
     assert exit_info.value.code == 2
-    assert "unknown command 'trian'; known commands: sample, build chatearthnet" in capsys.readouterr().err
+    assert "unknown command 'trian'; known commands: quickstart, sample, build chatearthnet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["build"])
     assert "'build' needs one of: chatearthnet" in capsys.readouterr().err

@@ -120,3 +120,25 @@ def test_the_gaia_preset_is_the_papers_recipe():
     assert (script.caption_scheme, script.num_beams, script.max_new_tokens) == ("synthetic-sample", 5, 120)
     defaults = recipe(["x"], "o", "--model_name_or_path", "tiny-blip2", name="blip2/tiny")[0]
     assert defaults.prompt == ""
+
+
+def test_generation_follows_the_models_saved_settings_unless_overridden(processor):
+    """BLIP-2 hands generation to its language model, whose own config (max_length 20) must not win over the
+    settings saved with the model."""
+    model, _ = load_blip2("tiny-blip2")
+    generate = model.generate
+    lengths = []
+
+    def recording(**inputs):
+        out = generate(**inputs)
+        lengths.append(out.shape[1] - inputs["input_ids"].shape[1])
+        return out
+
+    model.generate = recording
+    pixels = torch.rand(2, 3, 64, 64)
+    model.generation_config.update(max_new_tokens=3, min_new_tokens=3, num_beams=1)
+    generate_captions(model, processor, pixels)
+    model.generation_config.update(max_new_tokens=40, min_new_tokens=40)
+    generate_captions(model, processor, pixels)
+    generate_captions(model, processor, pixels, max_new_tokens=2, min_new_tokens=2)
+    assert lengths == [3, 40, 2]

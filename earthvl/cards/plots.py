@@ -20,6 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from earthvl.atomic import staged_file
 from earthvl.errors import EarthvlError
+from earthvl.images import to_rgb
 
 DPI = 100
 CAPTION_FONT_PT = 8
@@ -42,19 +43,6 @@ def _save(figure: Figure, path: str | Path, *, title: str, description: str) -> 
     with staged_file(path) as temporary:
         image.save(temporary, format="PNG", pnginfo=info, dpi=(DPI, DPI))
     return Path(path)
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    """`image` as 8-bit RGB: transparency over white, high bit-depth and float bands stretched min-max."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = np.nanmin(values), np.nanmax(values)
-        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
-        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8)).convert("RGB")
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*LETTERBOX, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _caption_lines(caption: str, caption_chars: int, line_chars: int) -> list[str]:
@@ -100,7 +88,7 @@ def sample_grid(
     canvas = np.full((rows * cell_px, columns * tile, 3), 255, dtype=np.uint8)
     for index, image in enumerate(images):
         top, left = (index // columns) * cell_px, (index % columns) * tile
-        thumbnail = ImageOps.pad(_rgb(image), (tile, tile), color=LETTERBOX)
+        thumbnail = ImageOps.pad(to_rgb(image, LETTERBOX), (tile, tile), color=LETTERBOX)
         canvas[top : top + tile, left : left + tile] = np.asarray(thumbnail)
 
     figure = Figure(figsize=(columns * tile / DPI, rows * cell_px / DPI), dpi=DPI)

@@ -75,6 +75,10 @@ def generate_captions(
     """One caption per image of `pixel_values` (N, 3, H, W), generated after `prompt`; settings default to the
     model's generation config (GAIA's beam search in earthvl's saved models), overridden by `generation`. Every
     image shares the prompt, so batches need no padding."""
+    # BLIP-2's `generate` hands over to its language model's, which would otherwise read the language model's own
+    # generation config (transformers' defaults: greedy, max_length 20) instead of the one saved with the model.
+    config = GenerationConfig.from_dict(model.generation_config.to_dict())
+    unused = config.update(**generation)
     prefix = torch.tensor([blip2_prompt_ids(processor, prompt)], device=model.device)
     dtype = weights_dtype(model)
     captions: list[str] = []
@@ -82,7 +86,11 @@ def generate_captions(
         pixels = pixel_values[start : start + batch_size].to(model.device, dtype)
         input_ids = prefix.expand(len(pixels), -1)
         out = model.generate(
-            pixel_values=pixels, input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **generation
+            pixel_values=pixels,
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            **unused,
         )
         captions += [text.strip() for text in processor.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)]
     return captions

@@ -1,0 +1,202 @@
+"""The whole job end to end: `earthvl quickstart`'s plan of steps, the runner that reuses finished steps, and the
+before/after summary.
+
+Every step but the Space folder runs an `earthvl` subcommand in this process (the same scripts, options and
+messages as on the command line). A finished step leaves `DIR/.quickstart/<step>.json` holding its key: its command
+with DIR written as `{out}` (so a moved folder is still reused) and the records of the steps whose outputs it reads.
+A re-run reuses a step whose key is unchanged and whose outputs are all there, and redoes it - and with it every step
+that reads it - otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from earthvl.atomic import write_bytes
+from earthvl.errors import EarthvlError
+
+SAMPLE = "sample"
+"""Dataset option value meaning "built from the offline sample world"."""
+TINY_MODELS = {"vlm": "tiny-llava", "clip": "tiny-clip", "blip2": "tiny-blip2"}
+RECIPES = {
+    "vlm": ("vlm/tiny", "vlm/geochat"),
+    "clip": ("clip/tiny", "clip/gaia"),
+    "blip2": ("blip2/tiny", "blip2/gaia"),
+}
+"""Family -> (recipe for its tiny model, recipe for a real checkpoint: the paper's)."""
+SUMMARY_METRICS = {
+    "caption": ("coco", ("bleu_4", "meteor", "rouge_l")),
+    "classify": ("clip_benchmark", ("acc1", "mean_per_class_recall")),
+    "retrieve": ("clip_benchmark", ("text_to_image_R@5", "image_to_text_R@5", "mean_recall")),
+}
+"""Task -> (protocol, metrics) that go into the summary table. CIDEr is left out: on test sets of a few dozen
+images its document frequencies are too sparse to compare runs (the coco results files still hold it)."""
+STATE_DIR = ".quickstart"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class Step:
+    """One unit of the plan: an `earthvl` command (or a Python action) and the paths it writes."""
+
+    name: str
+    """Unique; also the file name of its record."""
+    describe: str
+    command: list[str] | None
+    """`earthvl` CLI arguments, with `{out}` for the quickstart folder."""
+    outputs: tuple[str, ...]
+    """Paths it writes, with `{out}`: removed before the step is redone."""
+    reads: tuple[str, ...] = ()
+    """Names of earlier steps whose outputs it reads."""
+    action: Callable[[Path], None] | None = field(default=None, repr=False)
+    """Instead of `command`: called with the quickstart folder."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What an `action` depends on, for its key."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A before/after pair of `earthvl eval` runs that becomes rows of the summary."""
+
+    task: str
+    model: str
+    dataset: str
+    before: str
+    after: str
+    """Results files, relative to the quickstart folder."""
+
+
+def run_command(argv: list[str]) -> None:
+    """Run one `earthvl` subcommand in this process; an EarthvlError if it fails (its message is already printed)."""
+    from earthvl.cli import main
+
+    status = main(argv)
+    if status:
+        raise EarthvlError(f"`earthvl {' '.join(argv)}` failed (exit status {status})")
+
+
+class StepRunner:
+    """Runs a plan in order, reusing steps finished by an earlier run with the same key."""
+
+    def __init__(self, out: Path, *, force: bool = False, command: Callable[[list[str]], None] = run_command) -> None:
+        self.out, self.force, self.command = out, force, command
+        self.records: dict[str, dict[str, Any]] = {}
+        self.state = out / STATE_DIR
+
+    def run(self, steps: Sequence[Step]) -> dict[str, str]:
+        """Step name -> "ran" or "reused", after running the steps in order."""
+        outcome = {}
+        for number, step in enumerate(steps, 1):
+            print(f"\n[{number}/{len(steps)}] {step.describe}", flush=True)
+            key = self._key(step)
+            record = self._record(step.name)
+            if not self.force and record.get("key") == key and all(self._path(p).exists() for p in step.outputs):
+                self.records[step.name] = record
+                outcome[step.name] = "reused"
+                print(f"      reused (finished in {record['seconds']:.1f} s by an earlier run)", flush=True)
+                continue
+            self.records[step.name] = self._execute(step, key)
+            outcome[step.name] = "ran"
+            print(f"      done in {self.records[step.name]['seconds']:.1f} s", flush=True)
+        return outcome
+
+    def _key(self, step: Step) -> dict[str, Any]:
+        return {
+            "command": step.command,
+            "settings": step.settings,
+            "reads": {name: self.records[name]["id"] for name in step.reads},
+        }
+
+    def _record(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.state / f"{name.replace(' ', '-')}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _path(self, template: str) -> Path:
+        return Path(template.format(out=self.out))
+
+    def _execute(self, step: Step, key: dict[str, Any]) -> dict[str, Any]:
+        for template in step.outputs:
+            path = self._path(template)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        started = time.perf_counter()
+        if step.action is not None:
+            step.action(self.out)
+        else:
+            self.command([arg.format(out=self.out) for arg in step.command])
+        record = {"key": key, "id": uuid.uuid4().hex, "seconds": time.perf_counter() - started}
+        write_bytes(self.state / f"{step.name.replace(' ', '-')}.json", json.dumps(record, indent=1).encode())
+        return record
+
+
+def summary_rows(out: Path, evaluations: Sequence[Evaluation]) -> list[dict[str, Any]]:
+    """The `{task, model, dataset, metric, before, after}` rows of the summary, from the results files."""
+    rows = []
+    for evaluation in evaluations:
+        protocol, metrics = SUMMARY_METRICS[evaluation.task]
+        before = _metrics(out / evaluation.before, protocol)
+        after = _metrics(out / evaluation.after, protocol)
+        for metric in metrics:
+            rows.append(
+                {
+                    "task": evaluation.task,
+                    "model": evaluation.model,
+                    "dataset": evaluation.dataset,
+                    "metric": metric,
+                    "before": before[metric],
+                    "after": after[metric],
+                }
+            )
+    return rows
+
+
+def _metrics(path: Path, protocol: str) -> dict[str, float]:
+    from earthvl.eval.results import read_results
+
+    metrics = read_results(path)["metrics"]
+    if protocol not in metrics:
+        raise EarthvlError(f"{path} has no {protocol} metrics (it has {', '.join(metrics) or 'none'})")
+    return metrics[protocol]
+
+
+def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
+    return write_bytes(out / SUMMARY_FILE, (json.dumps(rows, indent=1) + "\n").encode())
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table (task, model, dataset, metric, before, after)."""
+    header = ("task", "model", "dataset", "metric", "before", "after")
+    cells = [header] + [
+        (r["task"], r["model"], r["dataset"], r["metric"], f"{r['before']:.3f}", f"{r['after']:.3f}") for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for number, row in enumerate(cells):
+        lines.append(
+            "  ".join(cell.rjust(width) if i >= 4 else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        )
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def default_recipe(family: str, model: str) -> str:
+    """The tiny recipe for the family's tiny model, else the paper's recipe."""
+    tiny, real = RECIPES[family]
+    return tiny if model == TINY_MODELS[family] else real
+
+
+def echo(text: str = "") -> None:
+    print(text, file=sys.stdout, flush=True)

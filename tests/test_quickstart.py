@@ -1,0 +1,206 @@
+"""`earthvl quickstart`: the whole job at a reduced size (every trained model must beat its base on held-out data),
+the reuse of finished steps, and the plan for real model and dataset ids."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from earthvl.cli import COMMANDS, main
+from earthvl.errors import EarthvlError
+from earthvl.quickstart import STATE_DIR, SUMMARY_METRICS, Step, StepRunner, format_table
+from earthvl.recipes import recipe_path
+from earthvl.scripts.quickstart import QuickstartArguments, plan
+
+SMALL = ["--tiles", "24", "--gaia_images", "100"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One reduced-size quickstart (about a minute and a half on two cores) and what it printed."""
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    capture = pytest.MonkeyPatch()
+    lines: list[str] = []
+    capture.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+    try:
+        status = main(["quickstart", "--out", str(out), *SMALL])
+    finally:
+        capture.undo()
+    assert status == 0, "\n".join(lines[-30:])
+    return out, "\n".join(lines)
+
+
+def test_every_trained_model_beats_its_base_on_every_summary_metric(run):
+    out, printed = run
+    rows = json.loads((out / "summary.json").read_text())
+    assert {(r["task"], r["model"]) for r in rows} == {
+        ("caption", "tiny-llava"), ("classify", "tiny-clip"), ("retrieve", "tiny-clip"), ("caption", "tiny-blip2")
+    }
+    for task, (_, metrics) in SUMMARY_METRICS.items():
+        for model in {r["model"] for r in rows if r["task"] == task}:
+            assert [r["metric"] for r in rows if (r["task"], r["model"]) == (task, model)] == list(metrics)
+    for row in rows:
+        assert set(row) == {"task", "model", "dataset", "metric", "before", "after"}
+        assert row["after"] > row["before"], row
+    # Margins a broken training step (frozen adapter, lost labels, no gradient) would miss.
+    value = {(r["model"], r["task"], r["metric"]): (r["before"], r["after"]) for r in rows}
+    for key, gain in {
+        ("tiny-llava", "caption", "rouge_l"): 0.1,
+        ("tiny-blip2", "caption", "bleu_4"): 0.05,
+        ("tiny-clip", "retrieve", "mean_recall"): 0.2,
+        ("tiny-clip", "classify", "acc1"): 0.05,
+    }.items():
+        before, after = value[key]
+        assert after - before > gain, (key, before, after)
+    assert format_table(rows) in printed
+
+
+def test_summary_values_are_the_results_files_and_the_cards_carry_them(run):
+    out, _ = run
+    rows = json.loads((out / "summary.json").read_text())
+    caption = json.loads((out / "eval" / "blip2-caption-after.json").read_text())
+    row = next(r for r in rows if r["model"] == "tiny-blip2" and r["metric"] == "bleu_4")
+    assert row["after"] == caption["metrics"]["coco"]["bleu_4"]
+    assert caption["model"]["id"] == str(out / "runs" / "blip2")
+    for family in ("vlm", "clip", "blip2"):
+        card = (out / "runs" / family / "README.md").read_text()
+        meta = yaml.safe_load(card.split("---")[1])
+        values = [m["value"] for entry in meta["model-index"] for r in entry["results"] for m in r["metrics"]]
+        assert values, family
+        assert sorted(p.name for p in (out / "runs" / family / "eval").glob("*.json")) == sorted(
+            p.name for p in (out / "eval").glob(f"{family}-*-after.json")
+        )
+    clip_card = yaml.safe_load((out / "runs" / "clip" / "README.md").read_text().split("---")[1])
+    accuracy = json.loads((out / "eval" / "clip-classify-after.json").read_text())["metrics"]["clip_benchmark"]["acc1"]
+    assert accuracy in [m["value"] for e in clip_card["model-index"] for r in e["results"] for m in r["metrics"]]
+
+
+def test_the_report_says_where_everything_went(run):
+    out, printed = run
+    assert "[1/18] sample world: 24 ChatEarthNet tiles, 100 GAIA scenes" in printed
+    assert "[18/18] Space folder" in printed
+    for place in ("datasets", "trained models", "evaluations", "Space", "summary"):
+        assert any(line.startswith(place) and str(out) in line for line in printed.splitlines()), place
+    assert (out / "space" / "app.py").is_file()
+    assert (out / "space" / "models" / "clip" / "config.json").is_file()
+    assert (out / "space" / "models" / "vlm" / "adapter_config.json").is_file()
+
+
+def test_a_rerun_reuses_every_finished_step(run, capsys):
+    out, _ = run
+    summary = (out / "summary.json").read_text()
+    started = time.perf_counter()
+    assert main(["quickstart", "--out", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reused (finished in") == 18
+    assert "0 steps ran, 18 reused" in printed
+    assert time.perf_counter() - started < 30  # nothing was recomputed (a real run of any model step takes longer)
+    assert (out / "summary.json").read_text() == summary
+
+
+def _fake_steps() -> list[Step]:
+    return [
+        Step("a", "first", ["a", "{out}/a.txt"], ("{out}/a.txt",)),
+        Step("b", "reads a", ["b", "{out}/b.txt"], ("{out}/b.txt",), reads=("a",)),
+        Step("c", "independent", ["c", "{out}/c.txt"], ("{out}/c.txt",)),
+    ]
+
+
+class FakeCommand:
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def __call__(self, argv: list[str]) -> None:
+        self.calls.append(argv[0])
+        if argv[0] == self.fail:
+            raise EarthvlError(f"{argv[0]} failed")
+        Path(argv[1]).write_text(argv[0])
+
+
+def test_a_redone_step_redoes_the_steps_that_read_it_and_nothing_else(tmp_path, capsys):
+    command = FakeCommand()
+    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "reused", "b": "reused", "c": "reused"}
+    (tmp_path / "a.txt").unlink()  # an output gone: redo it, and what reads it
+    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "reused"}
+    changed = _fake_steps()
+    changed[2].command.append("--new-option")  # another command: redo only that step
+    assert StepRunner(tmp_path, command=command).run(changed) == {"a": "reused", "b": "reused", "c": "ran"}
+    assert StepRunner(tmp_path, command=command, force=True).run(changed) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert "[2/3] reads a" in capsys.readouterr().out
+
+
+def test_a_failed_step_leaves_no_record_and_is_redone(tmp_path):
+    with pytest.raises(EarthvlError, match="b failed"):
+        StepRunner(tmp_path, command=FakeCommand(fail="b")).run(_fake_steps())
+    assert sorted(p.name for p in (tmp_path / STATE_DIR).iterdir()) == ["a.json"]
+    command = FakeCommand()
+    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "reused", "b": "ran", "c": "ran"}
+
+
+def test_a_moved_folder_is_still_reused(tmp_path):
+    (tmp_path / "one").mkdir()
+    StepRunner(tmp_path / "one", command=FakeCommand()).run(_fake_steps()[:1])
+    (tmp_path / "one").rename(tmp_path / "two")
+    assert StepRunner(tmp_path / "two", command=FakeCommand()).run(_fake_steps()[:1]) == {"a": "reused"}
+
+
+def _parses(argv: list[str]) -> None:
+    """`argv` names a command and only options its script takes (checked without running the script)."""
+    import importlib
+
+    name = next(n for n in COMMANDS if argv[: len(n.split())] == n.split())
+    rest = argv[len(name.split()) :]
+    parser = importlib.import_module(COMMANDS[name][0]).make_parser()
+    if "--config" in rest:
+        index = rest.index("--config") + 1
+        assert Path(recipe_path(rest[index])).is_file(), rest[index]
+        rest = rest[: index - 1] + rest[index + 1 :]
+    _, unknown = parser.parse_known_args(rest)
+    assert unknown == [], (argv, unknown)
+
+
+def test_real_ids_skip_the_sample_world_and_use_the_papers_recipes():
+    args = QuickstartArguments(
+        out="run",
+        gaia_dataset="earthvl/gaia",
+        chatearthnet_dataset="earthvl/chatearthnet",
+        classify_dataset="eurosat",
+        vlm_model="llava-hf/llava-1.5-7b-hf",
+        clip_model="openai/clip-vit-base-patch32",
+        blip2_model="Salesforce/blip2-opt-2.7b",
+        max_train_steps=500,
+        max_eval_samples=1000,
+    )
+    work = plan(args)
+    names = [step.name for step in work.steps]
+    assert not {"sample", "build gaia", "build chatearthnet"} & set(names)
+    commands = {step.name: step.command for step in work.steps if step.command}
+    assert commands["train vlm"][:4] == ["train", "vlm", "--config", "vlm/geochat"]
+    assert "earthvl/chatearthnet:gpt35" in commands["train vlm"]
+    assert commands["train clip"][3] == "clip/gaia" and commands["train blip2"][3] == "blip2/gaia"
+    assert commands["eval clip classify before"][5] == "eurosat"
+    assert "gaia:earthvl/gaia" in commands["eval clip retrieve after"]
+    assert all(c[c.index("--max_steps") + 1] == "500" for n, c in commands.items() if n.startswith("train"))
+    assert all(c[c.index("--max_samples") + 1] == "1000" for n, c in commands.items() if n.startswith("eval"))
+    for argv in commands.values():
+        _parses(argv)
+    assert [e.dataset for e in work.evaluations] == [
+        "earthvl/chatearthnet test", "eurosat", "earthvl/gaia test", "earthvl/gaia test"
+    ]
+
+
+def test_every_step_of_the_offline_plan_is_a_valid_command():
+    work = plan(QuickstartArguments())
+    for step in work.steps:
+        if step.command:
+            _parses([arg.format(out="OUT") for arg in step.command])
+    assert [step.name for step in work.steps][:3] == ["sample", "build gaia", "build chatearthnet"]
+
+
+def test_bad_sizes_are_refused(capsys):
+    assert main(["quickstart", "--tiles", "0"]) == 2
+    assert "tiles must be at least 1, got 0" in capsys.readouterr().err
