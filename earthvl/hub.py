@@ -194,16 +194,8 @@ def publish_model(
         *(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()),
         *(CommitOperationAdd(path_in_repo=f"{EVAL_DIR}/{r.name}", path_or_fileobj=r.content()) for r in loaded),
     ]
-    api = HfApi(token=token)
-    with _hub_errors(repo_id):
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message or f"Upload {folder.name} trained with earthvl",
-            repo_type="model",
-        )
-    return str(getattr(commit, "commit_url", commit))
+    message = commit_message or f"Upload {folder.name} trained with earthvl"
+    return _commit(repo_id, operations, message, repo_type="model", private=private, token=token)
 
 
 def check_space_folder(folder: str | Path) -> dict[str, Any]:
@@ -260,13 +252,23 @@ def publish_space(
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in space_files(folder).items()
     ]
+    message = commit_message or f"Upload {folder.name} written with earthvl"
+    return _commit(repo_id, operations, message, repo_type="space", private=private, token=token, space_sdk=meta["sdk"])
+
+
+def _commit(
+    repo_id: str,
+    operations: list[CommitOperationAdd],
+    message: str,
+    *,
+    repo_type: str,
+    private: bool,
+    token: str | None,
+    **repo_options: Any,
+) -> str:
+    """Create the repo if needed and push `operations` in one commit; the commit's URL."""
     api = HfApi(token=token)
     with _hub_errors(repo_id):
-        api.create_repo(repo_id, repo_type="space", space_sdk=meta["sdk"], private=private, exist_ok=True)
-        commit = api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message or f"Upload {folder.name} written with earthvl",
-            repo_type="space",
-        )
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **repo_options)
+        commit = api.create_commit(repo_id, operations=operations, commit_message=message, repo_type=repo_type)
     return str(getattr(commit, "commit_url", commit))

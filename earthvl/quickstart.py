@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -196,7 +195,3 @@ def default_recipe(family: str, model: str) -> str:
     """The tiny recipe for the family's tiny model, else the paper's recipe."""
     tiny, real = RECIPES[family]
     return tiny if model == TINY_MODELS[family] else real
-
-
-def echo(text: str = "") -> None:
-    print(text, file=sys.stdout, flush=True)

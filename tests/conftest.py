@@ -18,6 +18,16 @@ def sample_world(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def sample_gaia(sample_world, tmp_path_factory):
+    """The sample world's GAIA built into a Hub folder (config `default`, all splits), shared by readers."""
+    from earthvl.builders.gaia.build import build_gaia
+
+    out = tmp_path_factory.mktemp("sample-gaia") / "gaia"
+    build_gaia(sample_world.gaia.root, out, configs="default", progress=False)
+    return out
+
+
 @pytest.fixture
 def server():
     """A misbehaving local HTTP server (see fake_http.py)."""

@@ -17,7 +17,6 @@ from PIL import Image
 
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.chatearthnet.landcover import CLASS_NAMES as LAND_COVER
-from earthvl.builders.gaia.build import build_gaia
 from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.eval.captioning import LLAVA_MAX_NEW_TOKENS
@@ -35,20 +34,14 @@ from earthvl.space.app import (
     build_demo,
     require_gradio,
     resolve_settings,
+    shown,
 )
 from earthvl.space.gallery import GALLERY_FILE, make_gallery, read_gallery, sample_gallery
 
 
 @pytest.fixture(scope="module")
-def gaia(sample_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("space") / "gaia"
-    build_gaia(sample_world.gaia.root, out, configs="default", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def gallery(gaia, tmp_path_factory):
-    return make_gallery(gaia, tmp_path_factory.mktemp("space") / "gallery", config="default", split="train", count=8, size=64)
+def gallery(sample_gaia, tmp_path_factory):
+    return make_gallery(sample_gaia, tmp_path_factory.mktemp("space") / "gallery", config="default", split="train", count=8, size=64)
 
 
 @pytest.fixture(scope="module")
@@ -274,11 +267,11 @@ def test_missing_gradio_says_how_to_install(monkeypatch):
 # --- galleries ----------------------------------------------------------------------------------------------------
 
 
-def test_gallery_round_trip(gaia, gallery):
-    rows = load_split(str(gaia), "default", "train")
+def test_gallery_round_trip(sample_gaia, gallery):
+    rows = load_split(str(sample_gaia), "default", "train")
     manifest = json.loads((gallery / GALLERY_FILE).read_text())
     assert {k: manifest[k] for k in ("format", "source", "config", "split", "skipped")} == {
-        "format": "earthvl-gallery/1", "source": str(gaia), "config": "default", "split": "train", "skipped": []
+        "format": "earthvl-gallery/1", "source": str(sample_gaia), "config": "default", "split": "train", "skipped": []
     }
     images = read_gallery(gallery)
     assert [image.path.name for image in images] == [f"{i:04d}.jpg" for i in range(8)]
@@ -291,9 +284,9 @@ def test_gallery_round_trip(gaia, gallery):
             assert thumbnail.format == "JPEG" and max(thumbnail.size) == 64
 
 
-def test_gallery_skips_bad_images_and_no_data_patches(gaia, sample_world, tmp_path):
+def test_gallery_skips_bad_images_and_no_data_patches(sample_gaia, sample_world, tmp_path):
     broken = tmp_path / "gaia"
-    shutil.copytree(gaia, broken)
+    shutil.copytree(sample_gaia, broken)
     (parquet,) = (broken / "data" / "default").glob("test-*.parquet")
     table = pq.read_table(parquet).to_pylist()
     table[1]["image"] = {"bytes": b"not an image", "path": "1.png"}
@@ -370,3 +363,10 @@ def test_space_main_resolves_relative_to_the_app_file(monkeypatch, tmp_path):
     space_app.main(str(tmp_path / "app.py"))
     assert launched[0].settings == DemoSettings("tiny-llava", str(tmp_path / "models" / "clip"), None)
     assert torch.device(launched[0].device).type in ("cpu", "cuda")
+
+
+def test_the_page_shows_space_folders_relative_to_the_app_not_the_servers_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a Space runs app.py from its repository folder
+    assert shown(str(tmp_path / "models" / "vlm")) == "models/vlm"
+    assert shown("my-org/clip-rs") == "my-org/clip-rs" and shown("tiny-clip") == "tiny-clip"
+    assert shown("/data/elsewhere/clip") == "/data/elsewhere/clip"

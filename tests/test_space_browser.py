@@ -20,7 +20,7 @@ from PIL import Image
 from earthvl.errors import EarthvlError
 from earthvl.space.app import DEFAULT_RESULTS, PRESETS, DemoApp, resolve_settings
 
-runs, gaia, space = test_space_folder.runs, test_space_folder.gaia, test_space_folder.space
+runs, space = test_space_folder.runs, test_space_folder.space
 E2E = Path(__file__).parent / "e2e"
 DRIVER = E2E / "drive_space.mjs"
 PRESET, QUERY = "Land cover", "a river crossing farmland"

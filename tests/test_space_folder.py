@@ -25,7 +25,6 @@ from packaging.version import Version
 
 import earthvl
 from earthvl import cli
-from earthvl.builders.gaia.build import build_gaia
 from earthvl.errors import EarthvlError
 from earthvl.hub import publish_space
 from earthvl.models.tiny import resolve_model
@@ -59,20 +58,12 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gaia(sample_world, tmp_path_factory):
-    """A built GAIA dataset folder of the sample world, the gallery's source."""
-    out = tmp_path_factory.mktemp("gaia") / "gaia"
-    build_gaia(sample_world.gaia.root, out, configs="default", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def space(runs, gaia, tmp_path_factory):
+def space(runs, sample_gaia, tmp_path_factory):
     return write_space(
         tmp_path_factory.mktemp("space") / "space",
         vlm_model=str(runs["vlm"]),
         clip_model=str(runs["clip"]),
-        gallery_source=gaia,
+        gallery_source=sample_gaia,
         gallery_config="default",
         gallery_split="train",
         gallery_count=GALLERY_COUNT,
@@ -187,10 +178,10 @@ def test_models_are_copied_without_checkpoints_or_hidden_files(space, runs):
     assert (space / "models" / "clip" / "model.safetensors").read_bytes() == (runs["clip"] / "model.safetensors").read_bytes()
 
 
-def test_gallery_is_shipped(space, gaia):
+def test_gallery_is_shipped(space, sample_gaia):
     images = read_gallery(space / "gallery")
     assert len(images) == GALLERY_COUNT and all(image.path.suffix == ".jpg" for image in images)
-    assert f"holds {GALLERY_COUNT} images, from the built dataset `{gaia}`" in (space / "README.md").read_text()
+    assert f"holds {GALLERY_COUNT} images, from the built dataset `{sample_gaia}`" in (space / "README.md").read_text()
 
 
 def test_python_app_py_serves_the_space(space, tmp_path):
@@ -205,8 +196,8 @@ def test_python_app_py_serves_the_space(space, tmp_path):
     assert "Traceback" not in served.tail()
 
 
-def test_hub_ids_become_app_defaults_the_settings_override(gaia, tmp_path):
-    out = write_space(tmp_path / "space", clip_model="earthvl/clip-rs", gallery_source=gaia, gallery_config="default", gallery_count=3)
+def test_hub_ids_become_app_defaults_the_settings_override(sample_gaia, tmp_path):
+    out = write_space(tmp_path / "space", clip_model="earthvl/clip-rs", gallery_source=sample_gaia, gallery_config="default", gallery_count=3)
     assert metadata_load(out / "README.md")["models"] == ["earthvl/clip-rs"]
     assert not (out / "models").exists()
     with mock.patch.dict(os.environ):
@@ -219,16 +210,16 @@ def test_hub_ids_become_app_defaults_the_settings_override(gaia, tmp_path):
         assert os.environ["EARTHVL_CLIP_MODEL"] == "tiny-clip"  # the Space's settings win
 
 
-def test_pickles_are_refused_and_nothing_is_written(runs, gaia, tmp_path):
+def test_pickles_are_refused_and_nothing_is_written(runs, sample_gaia, tmp_path):
     run = Path(shutil.copytree(runs["clip"], tmp_path / "clip"))
     (run / "training_args.bin").write_bytes(b"pickle")
     with pytest.raises(EarthvlError, match="pickled files.*training_args.bin"):
-        write_space(tmp_path / "space", clip_model=str(run), gallery_source=gaia, gallery_config="default", gallery_count=3)
+        write_space(tmp_path / "space", clip_model=str(run), gallery_source=sample_gaia, gallery_config="default", gallery_count=3)
     assert not (tmp_path / "space").exists() and os.listdir(tmp_path) == ["clip"]  # no staging folder left either
 
 
-def test_models_the_space_cannot_run_are_refused(runs, gaia, tmp_path):
-    options = {"gallery_source": gaia, "gallery_config": "default", "gallery_count": 3}
+def test_models_the_space_cannot_run_are_refused(runs, sample_gaia, tmp_path):
+    options = {"gallery_source": sample_gaia, "gallery_config": "default", "gallery_count": 3}
     with pytest.raises(EarthvlError, match="holds a clip model; the Space's vlm model must be llava"):
         write_space(tmp_path / "space", vlm_model=runs["clip"], **options)
     adapter = Path(shutil.copytree(runs["vlm"], tmp_path / "vlm"))
@@ -239,8 +230,8 @@ def test_models_the_space_cannot_run_are_refused(runs, gaia, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["vlm"]
 
 
-def test_only_an_earthvl_space_folder_is_replaced(gaia, tmp_path):
-    options = {"gallery_source": gaia, "gallery_config": "default", "gallery_count": 3}
+def test_only_an_earthvl_space_folder_is_replaced(sample_gaia, tmp_path):
+    options = {"gallery_source": sample_gaia, "gallery_config": "default", "gallery_count": 3}
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

@@ -131,6 +131,15 @@ def resolve_settings(
     )
 
 
+def shown(reference: str) -> str:
+    """A model or gallery reference as the page shows it: a folder inside the working directory relative to it (a
+    Space's `models/vlm`, not the server's absolute path), anything else as it is."""
+    path = Path(reference)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return reference
+
+
 def parse_labels(text: str | None) -> list[str]:
     """Labels typed one per line or separated by commas, stripped, empty ones dropped, repeats (ignoring case) once."""
     labels: dict[str, str] = {}
@@ -291,7 +300,7 @@ class DemoApp:
         """(answer, status) for the Caption tab."""
         def run() -> tuple[str, str]:
             answer = self.caption(upload_path(image), prompt)
-            return answer, f"Answered by `{self.settings.vlm_model}`." if answer else "The model returned an empty answer."
+            return answer, f"Answered by `{shown(self.settings.vlm_model)}`." if answer else "The model returned an empty answer."
 
         return _respond(run, ("",), "captioning")
 
@@ -302,7 +311,7 @@ class DemoApp:
         def run() -> tuple[dict[str, float], str]:
             scores = self.classify(upload_path(image), labels_text, preset)
             labels = choose_labels(labels_text, preset).describe()
-            return scores, f"Labels: {labels}; model `{self.settings.clip_model}`."
+            return scores, f"Labels: {labels}; model `{shown(self.settings.clip_model)}`."
 
         return _respond(run, (None,), "classification")
 
@@ -338,10 +347,10 @@ def require_gradio() -> Any:
 
 def _header(app: DemoApp) -> str:
     settings = app.settings
-    gallery = settings.gallery or "the offline sample world"
+    gallery = shown(settings.gallery) if settings.gallery else "the offline sample world"
     lines = [
         "# earthvl demo",
-        f"VLM `{settings.vlm_model}` · CLIP `{settings.clip_model}` · gallery: {gallery}",
+        f"VLM `{shown(settings.vlm_model)}` · CLIP `{shown(settings.clip_model)}` · gallery: {gallery}",
     ]
     if {settings.vlm_model, settings.clip_model} & set(TINY_MODELS):
         lines.append(
