@@ -58,5 +58,5 @@ def load_split(source: str, config: str | None, split: str, revision: str | None
         if folder.is_dir() and (folder / CARD_FILE).is_file():
             return load_dataset("parquet", data_files={split: _local_files(folder, config, split)}, split=split)
         return load_dataset(source, config, split=split, revision=revision)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # a missing file, a bad config, no network (ConnectionError)
         raise EarthvlError(f"cannot load split {split!r} of {source}{f':{config}' if config else ''}: {error}") from error

@@ -204,3 +204,13 @@ def test_every_step_of_the_offline_plan_is_a_valid_command():
 def test_bad_sizes_are_refused(capsys):
     assert main(["quickstart", "--tiles", "0"]) == 2
     assert "tiles must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_an_unreachable_dataset_is_named_and_stops_the_run(tmp_path, capsys):
+    out = tmp_path / "qs"
+    args = ["--gaia_dataset", "someorg/gaia", "--chatearthnet_dataset", "someorg/cen", "--classify_dataset", "eurosat"]
+    assert main(["quickstart", "--out", str(out), *args]) == 2  # HF_HUB_OFFLINE=1, as without a network
+    err = capsys.readouterr().err
+    assert "cannot load split 'test' of someorg/cen:gpt35: Couldn't reach 'someorg/cen' on the Hub" in err
+    assert "quickstart: error: `earthvl eval caption --model tiny-llava --dataset chatearthnet:someorg/cen" in err
+    assert not (out / STATE_DIR).exists()
