@@ -116,9 +116,12 @@ class StepRunner:
 
     def _record(self, name: str) -> dict[str, Any]:
         try:
-            return json.loads((self.state / f"{name.replace(' ', '-')}.json").read_text())
+            return json.loads(self._record_path(name).read_text())
         except (OSError, ValueError):
             return {}
+
+    def _record_path(self, name: str) -> Path:
+        return self.state / f"{name.replace(' ', '-')}.json"
 
     def _path(self, template: str) -> Path:
         return Path(template.format(out=self.out))
@@ -136,7 +139,7 @@ class StepRunner:
         else:
             self.command([arg.format(out=self.out) for arg in step.command])
         record = {"key": key, "id": uuid.uuid4().hex, "seconds": time.perf_counter() - started}
-        write_bytes(self.state / f"{step.name.replace(' ', '-')}.json", json.dumps(record, indent=1).encode())
+        write_bytes(self._record_path(step.name), json.dumps(record, indent=1).encode())
         return record
 
 

@@ -138,22 +138,21 @@ def plan(args: QuickstartArguments) -> Plan:
     if from_sample:
         places.append(("datasets", f"{{out}}/datasets/ ({', '.join(from_sample)})"))
     dataset_steps = {name: (f"build {name}",) if name in from_sample else () for name in sources}
-    classify = "{out}/sample/scenes" if args.classify_dataset == SAMPLE else args.classify_dataset
-    classify_reads = ("sample",) if args.classify_dataset == SAMPLE else ()
-
-    def label(name: str) -> str:
-        return f"{name} (sample)" if name in from_sample else sources[name]
-
+    test_sets = {
+        # dataset -> (eval --dataset, display name, steps it reads)
+        name: (f"{name}:{sources[name]}", f"{name} (sample) test" if name in from_sample else f"{sources[name]} test",
+               dataset_steps[name])
+        for name in sources
+    }
+    if args.classify_dataset == SAMPLE:
+        test_sets["scenes"] = ("{out}/sample/scenes", "scenes (sample)", ("sample",))
+    else:
+        test_sets["scenes"] = (args.classify_dataset, args.classify_dataset, ())
     benchmarks = {
-        # task -> (eval --dataset, display name, steps it reads)
-        "vlm caption": (f"chatearthnet:{sources['chatearthnet']}", f"{label('chatearthnet')} test", dataset_steps["chatearthnet"]),
-        "blip2 caption": (f"gaia:{sources['gaia']}", f"{label('gaia')} test", dataset_steps["gaia"]),
-        "clip classify": (
-            classify,
-            "scenes (sample)" if args.classify_dataset == SAMPLE else args.classify_dataset,
-            classify_reads,
-        ),
-        "clip retrieve": (f"gaia:{sources['gaia']}", f"{label('gaia')} test", dataset_steps["gaia"]),
+        # family -> task -> what it is evaluated on
+        "vlm": {"caption": test_sets["chatearthnet"]},
+        "clip": {"classify": test_sets["scenes"], "retrieve": test_sets["gaia"]},
+        "blip2": {"caption": test_sets["gaia"]},
     }
     training = {
         # family -> (model, recipe, datasets it trains on, what the training is)
@@ -166,10 +165,7 @@ def plan(args: QuickstartArguments) -> Plan:
         datasets = [f"{sources[name]}:{TRAIN_CONFIGS[name]}" for name in names]
         run = f"{{out}}/runs/{family}"
         before_steps, after_steps = [], []
-        for key, (dataset, display, reads) in benchmarks.items():
-            owner, task = key.split()
-            if owner != family:
-                continue
+        for task, (dataset, display, reads) in benchmarks[family].items():
             files = {when: f"eval/{family}-{task}-{when}.json" for when in ("before", "after")}
             for when, evaluated, extra_reads, into in (
                 ("before", model, (), before_steps),
