@@ -42,6 +42,7 @@ from transformers import (
     CLIPVisionModel,
     GenerationConfig,
     LlamaConfig,
+    LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaImageProcessorPil,
 )
@@ -111,8 +112,8 @@ def convert_geochat(
     images to a square of the mean colour first, as GeoChat's training and demo do (its evaluation scripts do not).
     The report, also written to `out/geochat_conversion.json`, lists every weight renamed or dropped."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EarthvlError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise EarthvlError(f"{out} exists and is not an empty folder: choose another --out or pass --overwrite")
     target_dtype = getattr(torch, dtype, None)
     if not isinstance(target_dtype, torch.dtype) or not target_dtype.is_floating_point:
         raise EarthvlError(f"dtype={dtype!r}: give a floating-point dtype such as float16, bfloat16 or float32")
@@ -137,44 +138,15 @@ def convert_geochat(
         )
     image_token_id, pad_token_id = _add_tokens(tokenizer, folder)
     vocab_size = math.ceil((rows + 2) / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-
-    strategy = SELECT_STRATEGY[config.get("mm_vision_select_feature", "patch")]
-    vision_config = copy.deepcopy(tower_config)
-    vision_config.image_size = image_size
-    text_config = LlamaConfig(
-        **{key: config[key] for key in LLAMA_FIELDS if config.get(key) is not None},
-        vocab_size=vocab_size,
-        pad_token_id=pad_token_id,
-    )
-    llava_config = llava15_config(vision_config, text_config, image_token_id)
-    llava_config.vision_feature_layer = config["mm_vision_select_layer"]
-    llava_config.vision_feature_select_strategy = strategy
-    llava_config.image_seq_length = (image_size // patch) ** 2 + int(strategy == "full")
+    llava_config = _llava_config(config, tower_config, image_size, vocab_size, image_token_id, pad_token_id)
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(llava_config)
     expected = {key: value.shape for key, value in model.state_dict().items()}
     names = _Names(expected)
 
-    has_tower = any(key.startswith(GEOCHAT_VISION) for key in weights)
-    use_tower_weights = reload_vision_tower or not has_tower
+    use_tower_weights = reload_vision_tower or not any(key.startswith(GEOCHAT_VISION) for key in weights)
     report = GeochatConversion(out, f"{tower} (weights too)" if use_tower_weights else f"{folder} (config: {tower})")
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in weights.items():
-        reason = _drop_reason(key, use_tower_weights, tower)
-        if reason:
-            report.dropped[key] = reason
-            continue
-        target = names.target(key)
-        if target not in expected:
-            raise EarthvlError(f"{folder}: unexpected weight {key}: not a key of GeoChat's layout")
-        report.renamed[key] = target
-        state[target] = tensor
-    if use_tower_weights:
-        for key, tensor in _tower_weights(tower, report).items():
-            target = names.vision + key
-            report.renamed[f"{tower}:{key}"] = target
-            state[target] = tensor
-
+    state = _renamed(weights, names, tower if use_tower_weights else None, report, folder)
     missing = sorted(set(expected) - set(state))
     if missing:
         raise EarthvlError(
@@ -182,6 +154,8 @@ def convert_geochat(
         )
     _fit_positions(state, names.vision + "embeddings.position_embedding.weight", tower_config, image_size, report)
     for key in (names.language + "embed_tokens.weight", "lm_head.weight"):
+        if state[key].shape[0] != rows:
+            raise EarthvlError(f"{folder}: {names.source(key)} has {state[key].shape[0]} rows, embed_tokens {rows}")
         state[key] = _grow_rows(state[key], vocab_size)
     report.changes.append(
         f"embed_tokens and lm_head: rows {rows} ({IMAGE_TOKEN}) and {rows + 1} ({PAD_TOKEN}) added and the matrices "
@@ -196,11 +170,13 @@ def convert_geochat(
     model.load_state_dict(state, strict=True, assign=True)
     model.config.dtype = target_dtype
     model.generation_config = GenerationConfig(
-        bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id, pad_token_id=pad_token_id
+        bos_token_id=llava_config.text_config.bos_token_id,
+        eos_token_id=llava_config.text_config.eos_token_id,
+        pad_token_id=pad_token_id,
     )
 
     processor = llava15_processor(_image_processor(tower, image_size, pad_to_square), tokenizer, patch)
-    processor.vision_feature_select_strategy = strategy
+    processor.vision_feature_select_strategy = llava_config.vision_feature_select_strategy
     processor.chat_template = tokenizer.chat_template = GEOCHAT_CHAT_TEMPLATE
     with staged_dir(out, replace=True) as staging:
         model.save_pretrained(staging)
@@ -208,6 +184,53 @@ def convert_geochat(
         (staging / REPORT_FILE).write_text(report.to_json())
     logger.info("converted %s into %s (%d weights renamed, %d dropped)", src, out, len(report.renamed), len(report.dropped))
     return report
+
+
+def _llava_config(
+    config: dict[str, Any],
+    tower_config: CLIPVisionConfig,
+    image_size: int,
+    vocab_size: int,
+    image_token_id: int,
+    pad_token_id: int,
+) -> LlavaConfig:
+    """LLaVA-1.5's config over GeoChat's decoder and the tower at `image_size`, with GeoChat's feature selection."""
+    strategy = SELECT_STRATEGY[config.get("mm_vision_select_feature", "patch")]
+    vision_config = copy.deepcopy(tower_config)
+    vision_config.image_size = image_size
+    text_config = LlamaConfig(
+        **{key: config[key] for key in LLAMA_FIELDS if config.get(key) is not None},
+        vocab_size=vocab_size,
+        pad_token_id=pad_token_id,
+    )
+    llava_config = llava15_config(vision_config, text_config, image_token_id)
+    llava_config.vision_feature_layer = config["mm_vision_select_layer"]
+    llava_config.vision_feature_select_strategy = strategy
+    llava_config.image_seq_length = (image_size // tower_config.patch_size) ** 2 + int(strategy == "full")
+    return llava_config
+
+
+def _renamed(
+    weights: dict[str, torch.Tensor], names: _Names, tower: str | None, report: GeochatConversion, folder: Path
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights under LLaVA's names, and with `tower` the vision weights taken from it instead;
+    every source key goes into the report as renamed or dropped, and an unknown key stops the conversion."""
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        reason = _drop_reason(key, tower)
+        if reason:
+            report.dropped[key] = reason
+            continue
+        target = names.target(key)
+        if target not in names.expected:
+            raise EarthvlError(f"{folder}: unexpected weight {key}: not a key of GeoChat's layout")
+        report.renamed[key] = target
+        state[target] = tensor
+    if tower is not None:
+        for key, tensor in _tower_weights(tower, report).items():
+            report.renamed[f"{tower}:{key}"] = names.vision + key
+            state[names.vision + key] = tensor
+    return state
 
 
 def read_geochat_config(folder: Path) -> dict[str, Any]:
@@ -274,6 +297,7 @@ class _Names:
     mapping follows the installed transformers' module layout."""
 
     def __init__(self, expected: dict[str, Any]) -> None:
+        self.expected = expected
         self.vision = _prefix(expected, "embeddings.patch_embedding.weight")
         self.language = _prefix(expected, "embed_tokens.weight")
         self.projector = _prefix(expected, "linear_1.weight")
@@ -297,12 +321,12 @@ def _prefix(expected: dict[str, Any], suffix: str) -> str:
     return next(key[: -len(suffix)] for key in expected if key.endswith(suffix))
 
 
-def _drop_reason(key: str, use_tower_weights: bool, tower: str) -> str | None:
+def _drop_reason(key: str, tower: str | None) -> str | None:
     if key.endswith(".rotary_emb.inv_freq"):
         return "rotary frequencies: a buffer transformers computes from rope_theta"
     if key == GEOCHAT_VISION + "embeddings.position_ids":
         return "position indices: a buffer transformers computes"
-    if use_tower_weights and key.startswith(GEOCHAT_VISION):
+    if tower is not None and key.startswith(GEOCHAT_VISION):
         return f"replaced by the weights of {tower}, which GeoChat's loader puts in after reading the checkpoint"
     return None
 
@@ -349,7 +373,8 @@ def _tokenizer(folder: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, ImportError) as error:
-        hint = " (GeoChat's tokenizer.model needs `pip install sentencepiece protobuf`)" if (folder / "tokenizer.model").is_file() else ""
+        needs_sentencepiece = (folder / "tokenizer.model").is_file()
+        hint = " (GeoChat's tokenizer.model needs `pip install sentencepiece protobuf`)" if needs_sentencepiece else ""
         raise EarthvlError(f"cannot load the tokenizer of {folder}{hint}: {_first_line(error)}") from error
 
 
