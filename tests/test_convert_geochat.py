@@ -8,6 +8,7 @@ GeoChat's builder accepts). Sizes are tiny; the resolution step is GeoChat's 336
 side) scaled down to 28 -> 42 px (4 -> 6).
 """
 
+import argparse
 import io
 import json
 import math
@@ -17,6 +18,7 @@ import pytest
 import sentencepiece
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     AutoProcessor,
@@ -115,14 +117,13 @@ def geochat_interpolation(weight, grid):
 
 def _tower_vision_weights(tower):
     """The tower's `vision_model.*` weights as a transformers 4.31 CLIPVisionModel names them."""
-    from safetensors.torch import load_file
-
     return {k: v for k, v in load_file(tower / "model.safetensors").items() if k.startswith("vision_model.")}
 
 
-def write_geochat(folder, tower, sp_model, *, vision="504", seed=0, extra=None, drop=(), shards=2, rotary=True):
+def write_geochat(folder, tower, sp_model, *, vision="504", extra=None, drop=(), shards=2, rotary=True, fmt="bin"):
     """A random GeoChat checkpoint: `vision` is "504" (the tower stored after GeoChat's interpolation, like the
-    released merge), "336" (stored before it) or "none" (not stored; GeoChat rebuilds it from mm_vision_tower)."""
+    released merge), "336" (stored before it) or "none" (not stored; GeoChat rebuilds it from mm_vision_tower).
+    `fmt` "bin" writes torch pickles as the Hub repo has them, "safetensors" safetensors shards."""
     folder.mkdir(parents=True)
     config = _geochat_config(tower)
     (folder / "config.json").write_text(json.dumps(config))
@@ -135,7 +136,7 @@ def write_geochat(folder, tower, sp_model, *, vision="504", seed=0, extra=None, 
     (folder / "special_tokens_map.json").write_text(
         json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"})
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     llm = LlamaForCausalLM(LlamaConfig(**LLAMA, vocab_size=VOCAB, max_position_embeddings=4096))
     weights = {k: v.clone() for k, v in llm.state_dict().items()}
     for key in list(weights):  # spread the norms and embeddings so that a misplaced weight shows in the logits
@@ -165,11 +166,16 @@ def write_geochat(folder, tower, sp_model, *, vision="504", seed=0, extra=None, 
     keys = sorted(weights)
     index = {}
     for shard in range(shards):
-        name = f"pytorch_model-{shard + 1:05d}-of-{shards:05d}.bin"
         part = {k: weights[k] for k in keys[shard::shards]}
-        torch.save(part, folder / name)
+        if fmt == "bin":
+            name = f"pytorch_model-{shard + 1:05d}-of-{shards:05d}.bin"
+            torch.save(part, folder / name)
+        else:
+            name = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
+            save_file({k: v.contiguous() for k, v in part.items()}, folder / name)
         index |= dict.fromkeys(part, name)
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
+    index_file = "pytorch_model.bin.index.json" if fmt == "bin" else "model.safetensors.index.json"
+    (folder / index_file).write_text(json.dumps({"metadata": {}, "weight_map": index}))
     return weights
 
 
@@ -239,11 +245,16 @@ def _converted_logits(out, messages, image):
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Classify the image."}]}]
 
 
-@pytest.mark.parametrize("vision", ["504", "336", "none"])
-def test_converted_logits_equal_geochats_forward(vision, tower, sp_model, tmp_path):
+@pytest.mark.parametrize(
+    ("vision", "fmt", "reload"),
+    [("504", "bin", False), ("336", "bin", False), ("none", "safetensors", False), ("504", "bin", True)],
+)
+def test_converted_logits_equal_geochats_forward(vision, fmt, reload, tower, sp_model, tmp_path):
     src, out = tmp_path / "geochat", tmp_path / "llava"
-    weights = write_geochat(src, tower, sp_model, vision=vision)
-    assert _convert("--src", src, "--out", out) == 0
+    # With --reload_vision_tower the stored tower is replaced by mm_vision_tower's: make the two differ.
+    changed = {GEOCHAT_VISION + "vision_model.pre_layrnorm.weight": torch.randn(VISION["hidden_size"])} if reload else {}
+    weights = write_geochat(src, tower, sp_model, vision=vision, fmt=fmt, extra=changed)
+    assert _convert("--src", src, "--out", out, *["--reload_vision_tower"] * reload) == 0
 
     report = json.loads((out / REPORT_FILE).read_text())
     assert set(report["renamed"]) | set(report["dropped"]) >= set(weights)  # every key accounted for
@@ -251,12 +262,17 @@ def test_converted_logits_equal_geochats_forward(vision, tower, sp_model, tmp_pa
     assert all(report["dropped"].values())
     rotary = {k for k in weights if k.endswith("rotary_emb.inv_freq")}
     assert rotary and rotary <= set(report["dropped"])
-    if vision == "none":  # the tower's own weights are renamed, its text tower listed as dropped
+    stored_tower = {k for k in weights if k.startswith(GEOCHAT_VISION)}
+    if vision == "none" or reload:  # the tower's own weights are renamed, its text tower listed as dropped
         assert any(k.startswith(f"{tower}:") and k.endswith("encoder.layers.0.mlp.fc1.weight") for k in report["renamed"])
         assert any(":text_model." in k for k in report["dropped"])
+        replaced = stored_tower - {GEOCHAT_VISION + "vision_model.embeddings.position_ids"}
+        assert all("replaced by the weights of" in report["dropped"][k] for k in replaced)
+        weights = {k: v for k, v in weights.items() if k not in stored_tower}  # what GeoChat's loader runs
     else:
         assert GEOCHAT_VISION + "vision_model.embeddings.position_ids" in report["dropped"]
-    assert any(("interpolated" in c) == (vision != "504") for c in report["changes"] if "position_embedding" in c)
+    interpolated = vision != "504" or reload
+    assert [("interpolated" in c) == interpolated for c in report["changes"] if "position_embedding" in c] == [True]
 
     config = json.loads((src / "config.json").read_text())
     logits, geochat_ids, image_tokens = _converted_logits(out, MESSAGES, _image())
@@ -396,8 +412,6 @@ def _error_of(capsys, *options):
     ],
 )
 def test_bad_checkpoints_are_refused_with_one_line(case, needle, tower, sp_model, tmp_path, capsys):
-    import argparse
-
     src = tmp_path / "geochat"
     options = {
         "missing": dict(drop=["model.layers.1.mlp.up_proj.weight"]),
