@@ -4,6 +4,8 @@ A template lives here once; the tokenizer's ``chat_template`` and the processor'
 at the same string so the two can never disagree.
 """
 
+import json
+
 # LLaVA-1.5 ("vicuna_v1") conversation format:
 #
 #     <s>[system ]USER: <image>\n<question> ASSISTANT: <answer></s>USER: ... ASSISTANT:
@@ -45,4 +47,18 @@ LLAVA_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}"
     "{{- 'ASSISTANT:' -}}"
     "{%- endif -%}"
+)
+
+# GeoChat's conversation format is LLaVA-1.5's with a fixed system prompt: GeoChat's evaluation scripts and demo use
+# its `llava_v1` conversation, `<system> USER: <image>\n<question> ASSISTANT: <answer></s>USER: ...`. A system
+# message given by the caller replaces the default (GeoChat's training used `vicuna_v1`, whose prompt says "user"
+# where this one says "human").
+GEOCHAT_SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+GEOCHAT_CHAT_TEMPLATE = (
+    "{%- if not messages or messages[0]['role'] != 'system' -%}"
+    "{%- set messages = [{'role': 'system', 'content': " + json.dumps(GEOCHAT_SYSTEM_PROMPT) + "}] + messages -%}"
+    "{%- endif -%}" + LLAVA_CHAT_TEMPLATE
 )
