@@ -149,7 +149,8 @@ def pickled(path: Path) -> bool:
             if head.startswith(magic):
                 file.seek(0)
                 try:
-                    return _pickle_stream(decompressor().decompress(file.read(COMPRESSED_HEAD_BYTES), PICKLE_HEAD_BYTES))
+                    inflated = decompressor().decompress(file.read(COMPRESSED_HEAD_BYTES), PICKLE_HEAD_BYTES)
+                    return _pickle_stream(inflated)
                 except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
                     return False
     return False

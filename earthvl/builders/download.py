@@ -114,7 +114,9 @@ class FetchPolicy:
                 f"{self.max_workers} and {self.retries}"
             )
         if not self.deadline > 0 or not self.timeout > 0:
-            raise EarthvlError(f"FetchPolicy needs timeout > 0 and deadline > 0, got {self.timeout} and {self.deadline}")
+            raise EarthvlError(
+                f"FetchPolicy needs timeout > 0 and deadline > 0, got {self.timeout} and {self.deadline}"
+            )
         self.allow_networks = tuple(self.allow_networks)
         for network in self.allow_networks:
             try:
@@ -639,7 +641,9 @@ def _earlier(key: str, url: str, entry: dict[str, Any] | None, dest: Path, polic
     return None
 
 
-def _fetch_once(key: str, url: str, dest: Path, policy: FetchPolicy, stop: threading.Event) -> tuple[str, str | None, str | None, int]:
+def _fetch_once(
+    key: str, url: str, dest: Path, policy: FetchPolicy, stop: threading.Event
+) -> tuple[str, str | None, str | None, int]:
     """One request for `url`: (status, file name, sha256, HTTP status), or a `_Problem`."""
     try:
         with _request(url, policy, opt_out=policy.respect_opt_out) as (response, guard):
@@ -702,8 +706,9 @@ def fetch_all(
 ) -> dict[str, FetchResult]:
     """Download each (key, url) to `dest/<key><ext>`, politely (see `FetchPolicy`) and resumably.
 
-    `dest/fetch_manifest.json` records every key's result, so a later run requests only what failed or is missing.
-    Returns the results in the order of `items`.
+    `dest/fetch_manifest.json` records every key's result, so a later run requests only what failed or is missing;
+    while a run goes on, `dest/fetch_manifest.journal` keeps each new result at once, so that a run killed outright
+    (no chance to save the manifest) loses none. Returns the results in the order of `items`.
     """
     policy = policy or FetchPolicy()
     dest = Path(dest)
@@ -738,16 +743,6 @@ def fetch_all(
         )
         bar.update()
 
-    for key, url in urls.items():
-        earlier = _earlier(key, url, manifest.get(key), dest, policy)
-        problem = _url_problem(url)
-        if earlier is not None:
-            record(earlier)
-        elif problem is not None:
-            record(FetchResult(key, url, "failed", None, None, None, problem, 0))
-        else:
-            queues.setdefault(urlsplit(url).hostname or "", deque()).append((key, url))
-
     # Items are handed to the pool only while their host has a free slot, so that no worker sits blocked on a busy
     # host while others wait in the queue.
     in_flight: Counter[str] = Counter()
@@ -756,6 +751,15 @@ def fetch_all(
     pool = ThreadPoolExecutor(max_workers=policy.max_workers, thread_name_prefix="earthvl-fetch")
     saved = time.monotonic()
     try:
+        for key, url in urls.items():
+            earlier = _earlier(key, url, manifest.get(key), dest, policy)
+            problem = _url_problem(url)
+            if earlier is not None:
+                record(earlier)
+            elif problem is not None:
+                record(FetchResult(key, url, "failed", None, None, None, problem, 0))
+            else:
+                queues.setdefault(urlsplit(url).hostname or "", deque()).append((key, url))
         while queues or running:
             submitted = True
             while submitted and len(running) < policy.max_workers:

@@ -27,7 +27,8 @@ def check_safetensors(folder: Path, weights: str = "model") -> None:
     the pickled weights it holds instead; from_pretrained would load those, and a pickle can run code."""
     if any((folder / f"{weights}.safetensors{index}").is_file() for index in ("", ".index.json")):
         return
-    pickled = sorted(path.name for path in folder.iterdir() if path.name.endswith(PICKLE_SUFFIXES + (".bin.index.json",)))
+    suffixes = PICKLE_SUFFIXES + (".bin.index.json",)
+    pickled = sorted(path.name for path in folder.iterdir() if path.name.endswith(suffixes))
     held = f"; its weights are pickled ({', '.join(pickled)}), which earthvl does not load" if pickled else ""
     raise EarthvlError(
         f"{folder} has no safetensors weights ({weights}.safetensors){held}: convert them to safetensors in a session "
