@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
+import fnmatch
+import io
+import lzma
+import pickletools
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -14,12 +21,22 @@ from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.cards.model import EVAL_DIR, MERGED_DIR, eval_results, load_results, read_model_folder, render_model_card
 from earthvl.data import folder_configs
 from earthvl.errors import EarthvlError
+from earthvl.models.loading import PICKLE_SUFFIXES
 
-IGNORE_PATTERNS = [".*", "**/.*", "*.partial", "**/*.partial"]
-"""Hidden scratch files and unfinished shards never leave the machine."""
+IGNORE_PATTERNS = [".*", "*/.*", "checkpoint-*", "*/checkpoint-*", "*.partial"]
+"""Never sent (fnmatch patterns, `*` spans folders): hidden files and folders, checkpoints, unfinished files."""
 MODEL_MARKERS = ("config.json", "adapter_config.json")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-"""Pickled weights and states run code when loaded: a model is published as safetensors only."""
+PICKLE_HEAD_BYTES = 64
+"""How much of a file (or of what a compressed file inflates to) is read to tell a pickle."""
+COMPRESSED_HEAD_BYTES = 2**20
+"""How much of a compressed file is inflated, at most, for its first PICKLE_HEAD_BYTES."""
+_DECOMPRESSORS = (
+    (b"\x1f\x8b", lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)),  # gzip
+    (b"\x78", zlib.decompressobj),  # zlib, as joblib writes it
+    (b"BZh", bz2.BZ2Decompressor),
+    (b"\xfd7zXZ\x00", lzma.LZMADecompressor),
+    (b"\x5d\x00\x00", lzma.LZMADecompressor),  # legacy .lzma
+)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SPACE_KEYS = ("sdk", "app_file")
 """What a Space's README front matter must say: how the Hub runs it."""
@@ -77,10 +94,11 @@ def publish_dataset(
 
     The token comes from `token`, else `HF_TOKEN` or the `hf auth login` cache; it is never printed."""
     folder = check_dataset_folder(folder)
+    _refuse_pickles(folder, sendable_files(folder))
     api = HfApi(token=token)
     with _hub_errors(repo_id):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        commit = api.upload_folder(
+        commit = api.upload_folder(  # sends what `sendable_files` checked: the same IGNORE_PATTERNS
             folder_path=folder,
             repo_id=repo_id,
             repo_type="dataset",
@@ -90,18 +108,79 @@ def publish_dataset(
     return str(getattr(commit, "commit_url", commit))
 
 
-def _left_out(relative: str) -> bool:
-    """Local-only files: hidden files and staging folders, checkpoints, unfinished files."""
-    parts = relative.split("/")
-    return any(part.startswith((".", "checkpoint-")) for part in parts) or relative.endswith(".partial")
+def sendable_files(folder: Path) -> dict[str, Path]:
+    """The files of `folder` that may be sent, as path in the repo -> local file: all but `IGNORE_PATTERNS`. A link
+    to a file inside the folder is sent as that file; a link to a folder inside it is not followed (its target is
+    sent under its own name). An error naming every symbolic link that leads out of the folder."""
+    root = folder.resolve()
+    files: dict[str, Path] = {}
+    leaving = []
+    for path in sorted(folder.rglob("*")):  # does not descend into linked folders
+        name = path.relative_to(folder).as_posix()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORE_PATTERNS):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            leaving.append(name)
+        elif path.is_file():
+            files[name] = path
+    if leaving:
+        raise EarthvlError(
+            f"{folder} holds symbolic links that lead out of it, which earthvl does not publish: {', '.join(leaving)}; "
+            "replace them with copies of what they point to, or remove them"
+        )
+    return files
 
 
-def _files(folder: Path) -> dict[str, Path]:
-    return {
-        path.relative_to(folder).as_posix(): path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not _left_out(path.relative_to(folder).as_posix())
-    }
+def pickled(path: Path) -> bool:
+    """Whether the file at `path` holds a pickle, whatever its name: a pickle stream (protocol 2 or later, as
+    `torch.save` and joblib write), a zip with a `.pkl` member (`torch.save`'s container), or such a stream
+    compressed with gzip, zlib, bz2 or xz (joblib's compressed dumps)."""
+    with open(path, "rb") as file:
+        head = file.read(PICKLE_HEAD_BYTES)
+        if _pickle_stream(head):
+            return True
+        if head.startswith(b"PK"):
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    return any(name.endswith(".pkl") for name in archive.namelist())
+            except (zipfile.BadZipFile, OSError, ValueError):
+                return False
+        for magic, decompressor in _DECOMPRESSORS:
+            if head.startswith(magic):
+                file.seek(0)
+                try:
+                    inflated = decompressor().decompress(file.read(COMPRESSED_HEAD_BYTES), PICKLE_HEAD_BYTES)
+                    return _pickle_stream(inflated)
+                except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+                    return False
+    return False
+
+
+def _pickle_stream(head: bytes) -> bool:
+    """Whether `head` opens a pickle: the PROTO opcode of protocol 2-5, then valid opcodes (a safetensors header
+    length can begin with the same two bytes, never with what follows)."""
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    opcodes = 0
+    try:
+        for _ in pickletools.genops(io.BytesIO(head)):
+            opcodes += 1
+            if opcodes == 4:
+                return True
+    except ValueError:  # an unknown opcode, or an argument cut off where `head` ends
+        return opcodes >= 3
+    return True  # a short pickle that ended with STOP
+
+
+def _refuse_pickles(folder: Path, files: dict[str, Path]) -> None:
+    """An error naming the pickled files among `files`, by suffix (`PICKLE_SUFFIXES`) or by content (`pickled`):
+    pickles run code when loaded, so nothing is sent."""
+    found = [name for name, path in files.items() if name.lower().endswith(PICKLE_SUFFIXES) or pickled(path)]
+    if found:
+        raise EarthvlError(
+            f"{folder} holds pickled files, which earthvl does not publish (safetensors only): {', '.join(found)}; "
+            "delete them or convert the weights to safetensors"
+        )
 
 
 def model_files(folder: str | Path, *, merged: bool = False) -> dict[str, Path]:
@@ -112,16 +191,11 @@ def model_files(folder: str | Path, *, merged: bool = False) -> dict[str, Path]:
     is not a trained model, has no safetensors weights, or would send pickled files (named)."""
     folder = Path(folder)
     read_model_folder(folder, merged=merged)
-    files = {name: path for name, path in _files(folder).items() if not name.startswith(f"{MERGED_DIR}/")}
+    files = {name: path for name, path in sendable_files(folder).items() if not name.startswith(f"{MERGED_DIR}/")}
     if merged:
         files = {name: path for name, path in files.items() if name not in ADAPTER_FILES}
-        files.update(_files(folder / MERGED_DIR))
-    pickled = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
-    if pickled:
-        raise EarthvlError(
-            f"{folder} holds pickled files, which earthvl does not publish (safetensors only): {', '.join(pickled)}; "
-            "delete them or convert the weights to safetensors"
-        )
+        files.update(sendable_files(folder / MERGED_DIR))
+    _refuse_pickles(folder, files)
     if not any(name.endswith(".safetensors") for name in files):
         raise EarthvlError(f"{folder} has no safetensors weights to publish")
     return files
@@ -223,14 +297,10 @@ def space_files(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     files = {
         name: path
-        for name, path in _files(folder).items()
+        for name, path in sendable_files(folder).items()
         if BYTECODE_DIR not in name.split("/") and not name.endswith(".pyc")
     }
-    pickled = [name for name in files if name.lower().endswith(PICKLE_SUFFIXES)]
-    if pickled:
-        raise EarthvlError(
-            f"{folder} holds pickled files, which earthvl does not publish (safetensors only): {', '.join(pickled)}"
-        )
+    _refuse_pickles(folder, files)
     return files
 
 

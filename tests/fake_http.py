@@ -1,5 +1,6 @@
-"""A local HTTP server on 127.0.0.1 that misbehaves on purpose: slow answers, 429/500s, truncated bodies,
-opt-out headers, Range requests; it counts requests per path and in-flight requests per host."""
+"""A local HTTP server on 127.0.0.1 that misbehaves on purpose: slow answers, 429/500s, truncated or trickling
+bodies, malformed headers, redirects, opt-out headers, Range requests; it counts requests per path and in-flight
+requests per host."""
 
 import re
 import socket
@@ -27,6 +28,10 @@ class Route:
     retry_after: str = "0"
     delay: float = 0.0
     ranges: bool = False
+    length: str | None = None
+    """The Content-Length header sent instead of the body's true length."""
+    trickle: float = 0.0
+    """Seconds between the bytes of the body, sent one at a time."""
 
 
 class FakeServer:
@@ -90,14 +95,20 @@ class Handler(BaseHTTPRequestHandler):
                 for host in self.hosts:
                     self.server.fake.in_flight[host] -= 1
 
-    def respond(self, status, headers, body, truncate=False):
+    def respond(self, status, headers, body, truncate=False, length=None, trickle=0.0):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body)) if length is None else length)
         self.end_headers()
         self.leave()
-        self.wfile.write(body[: len(body) // 2] if truncate else body)
+        if trickle:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
+        else:
+            self.wfile.write(body[: len(body) // 2] if truncate else body)
 
     def answer(self, route, nth):
         if route is None:
@@ -120,11 +131,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self.respond(416, {"Content-Range": f"bytes */{len(body)}"}, b"")
             status, body = 206, body[start:]
             headers["Content-Range"] = f"bytes {start}-{len(route.body) - 1}/{len(route.body)}"
-        self.respond(status, headers, body, truncate=action == "truncate")
+        self.respond(status, headers, body, truncate=action == "truncate", length=route.length, trickle=route.trickle)
+
+
+LOOPBACK = ("127.0.0.0/8",)
+"""What tests allow `FetchPolicy` to reach: the test server (every other non-public address stays refused)."""
 
 
 def fast(**overrides):
-    return FetchPolicy(**{"backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, **overrides})
+    options = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, "allow_networks": LOOPBACK, **overrides}
+    return FetchPolicy(**options)
 
 
 def closed_port():

@@ -13,11 +13,13 @@ from datasets import Image, List, Value, load_dataset
 from huggingface_hub import DatasetCard
 from PIL import Image as PILImage
 
+from earthvl import cli
 from earthvl.builders.gaia import build, layout
 from earthvl.builders.gaia.build import build_gaia, load_records, strip_caption_prefix
 from earthvl.cards.statistics import caption_statistics
 from earthvl.errors import EarthvlError
 from earthvl.sample import generate_sample
+from fake_http import fast
 
 SPLITS = ("train", "validation", "test")
 
@@ -248,9 +250,12 @@ def test_unusable_sources_name_the_path(copy, tmp_path):
     (copy / layout.json_path("test")).write_text("{not json")
     with pytest.raises(EarthvlError, match=r"test_data.json is not valid JSON"):
         build_gaia(copy, tmp_path / "out", progress=False)
-    (copy / layout.json_path("test")).write_text(json.dumps([{"id": "x"}]))
+    (copy / layout.json_path("test")).write_text(json.dumps([{"id": 1.5}]))
     with pytest.raises(EarthvlError, match="no usable GAIA record"):
         build_gaia(copy, tmp_path / "out", configs="metadata", splits="test", progress=False)
+    (copy / layout.json_path("test")).write_text(json.dumps([{"id": "x"}]))  # nothing but an id: a row of nulls
+    report = build_gaia(copy, tmp_path / "only-ids", configs="metadata", splits="test", progress=False)
+    assert report["rows"] == {"metadata": {"test": 1}} and "no caption statistics" in (tmp_path / "only-ids" / "README.md").read_text()
     with pytest.raises(EarthvlError, match="no WebDataset shards"):
         shutil.rmtree(copy / "val")
         build_gaia(copy, tmp_path / "out", splits="validation", progress=False)
@@ -289,7 +294,8 @@ def test_fetched_images_respect_opt_outs_and_report_failures(copy, server, tmp_p
     path.write_text(json.dumps(records))
     images = tmp_path / "images"
 
-    report = build_gaia(copy, tmp_path / "out", configs="default", splits="test", images="fetch", image_dir=images, progress=False)
+    fetch = dict(images="fetch", image_dir=images, fetch_policy=fast(), progress=False)
+    report = build_gaia(copy, tmp_path / "out", configs="default", splits="test", **fetch)
 
     reasons = {entry["id"]: entry["reason"] for entry in report["skipped"]}
     assert "opted out of AI use" in reasons[opted_out] and "HTTP 404" in reasons[missing]
@@ -301,5 +307,160 @@ def test_fetched_images_respect_opt_outs_and_report_failures(copy, server, tmp_p
     }
     assert not (images / f"{opted_out}.png").exists()
     hits = sum(server.hits.values())
-    build_gaia(copy, tmp_path / "out", configs="default", splits="test", images="fetch", image_dir=images, progress=False)
+    again = ["build", "gaia", "--source", str(copy), "--out", str(tmp_path / "out"), "--configs", "default", "--splits",
+             "test", "--images", "fetch", "--image_dir", str(images), "--quiet", "--allow_networks"]  # fmt: skip
+    assert cli.main(again + ["intranet"]) == 2 and sum(server.hits.values()) == hits
+    assert cli.main(again + ["127.0.0.0/8"]) == 0
     assert sum(server.hits.values()) - hits == 1  # a re-run only retries the failed download
+
+
+def strict_json(path):
+    """The JSON at `path`, refusing NaN and Infinity as strict parsers do."""
+    return json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path} holds a bare {name}"))
+
+
+def test_hostile_values_are_skipped_with_reasons_in_a_strict_json_report(copy, tmp_path):
+    path = copy / layout.json_path("train")
+    records = json.loads(path.read_text())
+    deep = []
+    for _ in range(600):
+        deep = [deep]
+    records[1]["lat"] = 10**400  # an integer literal: float() of it overflows
+    records[2]["captions"][3] = "a lone surrogate \ud800 in a caption"
+    records[3]["id"] = 2**70
+    records[4]["id"] = 100_000.9
+    records[5]["id"] = True
+    records[6]["id"] = float("nan")
+    records[7]["tag"] = deep
+    records[8]["location"] = "\udfff"
+    records[9]["id"] = deep
+    huge = "9" * 5000  # more digits than Python's int() converts
+    path.write_text(json.dumps(records).replace(f'"lon": {json.dumps(records[10]["lon"])}', f'"lon": {huge}', 1))
+    assert records[10]["lon"] is not None and huge in path.read_text()
+
+    report = build_gaia(copy, tmp_path / "out", configs="metadata", splits="train", progress=False)
+
+    reasons = {entry["record"]: entry["reason"] for entry in report["skipped"]}
+    assert reasons == {
+        1: "lat 100000000000000000...0000000000000000000 is out of range",
+        2: "captions[3] is not valid Unicode (it holds a lone surrogate): 'a lone surrogate \\ud800 in a caption'",
+        3: "id 1180591620717411303424 does not fit in int64",
+        4: "id is not an integer or a string (got 100000.9)",
+        5: "id is not an integer or a string (got True)",
+        6: "id is not an integer or a string (got nan)",
+        7: "tag is not a list of strings (got [[[[...]]]])",
+        8: "location is not valid Unicode (it holds a lone surrogate): '\\udfff'",
+        9: "id is not an integer or a string (got [[[[...]]]])",
+        10: "lon is not a finite number (got inf)",
+    }
+    assert report["rows"]["metadata"]["train"] == len(records) - len(reasons)
+    saved = strict_json(tmp_path / "out" / "build_report.json")
+    ids = {entry["record"]: entry["id"] for entry in saved["skipped"]}
+    assert (ids[3], ids[4], ids[5], ids[6], ids[9]) == (2**70, 100_000.9, True, None, "[[[[...]]]]")
+    assert saved["id_type"] == "int64"
+    table = pq.read_table(tmp_path / "out" / "data" / "metadata" / "train-00000-of-00001.parquet")
+    assert table.schema.field("id").type == "int64"
+
+
+def test_string_ids_keep_their_type_and_are_never_converted(copy, tmp_path, cache):
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = {i: data for split in SPLITS for i, data in shard_images(copy, split).items()}
+    renamed = {}
+    for split in SPLITS:
+        path = copy / layout.json_path(split)
+        records = load_records(path)
+        for index, record in enumerate(records):
+            new_id = f"gaia-{split}-{index:03d}-x"
+            if record["id"] in pixels:
+                (images / f"{new_id}.png").write_bytes(pixels[record["id"]])
+            renamed[new_id] = record["id"]
+            record["id"] = new_id
+        path.write_text(json.dumps(records))
+    path = copy / layout.json_path("train")
+    records = json.loads(path.read_text())
+    records[0]["id"], records[1]["id"], records[2]["id"], records[3]["id"] = 7, "\u00b2", "0012", 12.0
+    records[4]["id"] = records[5]["id"]
+    path.write_text(json.dumps(records))
+
+    report = build_gaia(copy, tmp_path / "out", configs=["metadata", "default"], images="folder", image_dir=images, progress=False)
+
+    assert report["id_type"] == "string"
+    train = load_dataset(str(tmp_path / "out"), "metadata", split="train", cache_dir=cache)
+    assert train.features["id"] == Value("string")
+    assert train["id"][:4] == ["7", "\u00b2", "0012", records[5]["id"]]
+    skipped = {(entry["config"], entry["record"]): entry["reason"] for entry in report["skipped"] if entry["split"] == "train"}
+    assert skipped[("metadata", 3)] == "id is not an integer or a string (got 12.0)"
+    assert skipped[("metadata", 5)] == f"duplicate id {records[5]['id']} (first seen in train record 4)"
+    test = load_dataset(str(tmp_path / "out"), "default", split="test", cache_dir=cache)
+    assert test.features["id"] == Value("string") and len(test) == sum(1 for i in test["id"] if renamed[i] in pixels) > 0
+    for row in test.with_format("arrow")[:]["image"].to_pylist():
+        assert row["bytes"] == pixels[renamed[row["path"].rsplit(".", 1)[0]]]
+
+
+def test_shard_ids_are_matched_exactly_and_duplicates_listed(copy, tmp_path, world):
+    missing = sorted(s.record["id"] for s in world.gaia.scenes if s.split == "train" and not s.downloaded)
+    present = sorted(s.record["id"] for s in world.gaia.scenes if s.split == "train" and s.downloaded)
+    assert missing and present
+    png = next(iter(shard_images(copy, "train").values()))
+    with tarfile.open(copy / "train" / "00050.tar", "w") as archive:
+        for index, sample_id in enumerate([missing[0] + 0.9, True, "\u00b2", present[0]]):
+            for name, data in ((f"0005000{index:02d}.json", json.dumps({"id": sample_id}).encode()), (f"0005000{index:02d}.png", png)):
+                member = tarfile.TarInfo(name)
+                member.size = len(data)
+                archive.addfile(member, io.BytesIO(data))
+
+    report = build_gaia(copy, tmp_path / "out", configs="default", splits="train", progress=False)
+
+    reasons = {entry["id"]: entry["reason"] for entry in report["skipped"]}
+    assert reasons[missing[0]].startswith(f"no image with id {missing[0]}")  # 100xxx.9 is not truncated onto it
+    problems = [p["problem"] for p in report["images"]["train"]["problems"] if p["shard"].endswith("00050.tar")]
+    assert problems == [
+        f"sample id is not an integer or a string (got {missing[0] + 0.9})",
+        "sample id is not an integer or a string (got True)",
+        f"duplicate sample id {present[0]} (the first one is used)",
+    ]
+
+
+def test_an_image_folder_with_odd_names_never_crashes(source, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    expected = shard_images(source, "test")
+    for sample_id, data in expected.items():
+        (images / f"{sample_id}.png").write_bytes(data)
+    (images / "\u00b2.png").write_bytes(b"superscript two")
+    (images / "\u0661\u0662.png").write_bytes(b"arabic-indic twelve")
+    first = sorted(expected)[0]
+    (images / f"{first}.webp").write_bytes(b"a second image of the same id")
+
+    report = build_gaia(source, tmp_path / "out", configs="default", splits="test", images="folder", image_dir=images, progress=False)
+
+    assert report["rows"]["default"]["test"] == len(expected)
+    assert report["images"]["test"]["problems"] == [
+        {"file": str(images / f"{first}.webp"), "problem": f"a second image of id {first} ({first}.png is used)"}
+    ]
+
+
+def test_a_json_file_that_cannot_be_parsed_is_one_line_naming_it(copy, tmp_path):
+    (copy / layout.json_path("test")).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EarthvlError, match=r"test_data.json cannot be read: it is nested too deeply") as caught:
+        build_gaia(copy, tmp_path / "out", configs="metadata", splits="test", progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_with_duplicate_or_unusable_ids_fetches_the_rest(copy, server, tmp_path):
+    png = next(iter(shard_images(copy, "test").values()))
+    first, second, long_id = (server.add(f"/{name}.png", body=png) for name in ("first", "second", "long"))
+    records = [{"id": "dup", "image_src": first}, {"id": "dup", "image_src": second}, {"id": "x" * 300, "image_src": long_id}]
+    (copy / layout.json_path("test")).write_text(json.dumps(records))
+
+    report = build_gaia(copy, tmp_path / "out", configs="default", splits="test", images="fetch",
+                        image_dir=tmp_path / "images", fetch_policy=fast(), progress=False)  # fmt: skip
+
+    assert report["rows"]["default"]["test"] == 1
+    assert [(e["record"], e["reason"]) for e in report["skipped"]] == [
+        (1, "duplicate id dup (first seen in test record 0)"),
+        (2, "not fetched: the id is longer than 200 bytes and cannot name the image file"),
+    ]
+    assert dict(server.hits) == {"/first.png": 1}

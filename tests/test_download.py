@@ -3,7 +3,13 @@
 import _thread
 import email.utils
 import hashlib
+import ipaddress
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,6 +19,7 @@ import pytest
 from earthvl import __version__
 from earthvl.builders.download import (
     MANIFEST,
+    FetchPolicy,
     RemoteFile,
     download_file,
     download_zenodo_record,
@@ -20,7 +27,7 @@ from earthvl.builders.download import (
     zenodo_files,
 )
 from earthvl.errors import EarthvlError
-from fake_http import closed_port, fast
+from fake_http import LOOPBACK, closed_port, fast
 
 def payload(n, seed=0):
     return bytes((i * 7 + seed * 13 + i // 251) % 256 for i in range(n))
@@ -225,9 +232,10 @@ def test_fetch_all_percent_encodes_spaces_and_non_ascii_in_urls(server, tmp_path
 def test_fetch_all_fails_an_unreachable_host_without_retrying(server, tmp_path):
     dead = f"http://127.0.0.1:{closed_port()}/a.png"
     start = time.monotonic()
-    results = fetch_all([("dead", dead), ("alive", server.add("/alive", body=b"ok"))], tmp_path, progress=False)
+    items = [("dead", dead), ("alive", server.add("/alive", body=b"ok"))]
+    results = fetch_all(items, tmp_path, FetchPolicy(allow_networks=LOOPBACK), progress=False)
 
-    assert time.monotonic() - start < 2  # the default policy would back off for 15 s or more
+    assert time.monotonic() - start < 2  # the default backoff would wait for 15 s or more
     assert (results["dead"].status, results["dead"].attempts) == ("failed", 1)
     assert "cannot reach 127.0.0.1" in results["dead"].error and "refused" in results["dead"].error
     assert results["alive"].status == "ok"
@@ -257,6 +265,199 @@ def test_fetch_all_saves_the_manifest_when_interrupted(server, tmp_path):
     assert time.monotonic() - start < 2.5
     manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
     assert {key: entry["status"] for key, entry in manifest.items()} == {"fast0": "ok", "fast1": "ok"}
+
+
+def test_fetch_all_fails_only_the_url_with_a_malformed_header(server, tmp_path):
+    items = [
+        ("length", server.add("/length", body=b"12345", length="\u00b2")),  # "²".isdigit() is true, int("²") fails
+        ("negative", server.add("/negative", body=b"12345", length="-5")),
+        ("retry", server.add("/retry", body=b"retried", script=["429"], retry_after="\u00b2")),
+        ("fine", server.add("/fine", body=b"fine")),
+    ]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert [(r.status, r.attempts) for r in results.values()] == [("failed", 1), ("failed", 1), ("ok", 2), ("ok", 1)]
+    assert "malformed Content-Length '\u00b2'" in results["length"].error
+    assert "malformed Content-Length '-5'" in results["negative"].error
+    assert (tmp_path / "retry.png").read_bytes() == b"retried"  # the unreadable Retry-After is ignored, not fatal
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert manifest["length"]["status"] == "failed" and "Content-Length" in manifest["length"]["error"]
+
+
+def test_fetch_all_fails_only_the_url_with_a_hostile_redirect(server, tmp_path):
+    locations = {
+        "v6": "http://[::1",
+        "port": f"http://127.0.0.1:{server.port + 2**16}/fine",  # getaddrinfo would wrap it around to the server's
+        "scheme": "file:///etc/passwd",
+        "loop": "",
+        "superscript": "http://\u00b2/x",
+        "label": f"http://{'a' * 300}/",
+    }
+    items = [(key, server.add(f"/{key}", status=302, headers={"Location": to})) for key, to in locations.items()]
+    items.append(("fine", server.add("/fine", body=b"fine")))
+    results = fetch_all(items, tmp_path, fast(retries=1), progress=False)
+
+    assert results["fine"].status == "ok" and server.hits["/fine"] == 1
+    for key in locations:
+        assert (results[key].status, results[key].attempts) == ("failed", 1), key
+        assert results[key].error and "\n" not in results[key].error, key
+    assert results["port"].error == f"invalid port {server.port + 2**16} of 127.0.0.1"
+    assert json.loads((tmp_path / MANIFEST).read_text())["results"].keys() == results.keys()
+
+
+def test_fetch_all_gives_each_request_a_total_deadline(server, tmp_path):
+    url = server.add("/trickle", body=b"x" * 200, trickle=0.05)  # 10 s in all; no read waits longer than 0.05 s
+    start = time.monotonic()
+    (result,) = fetch_all([("trickle", url)], tmp_path, fast(timeout=1.0, deadline=0.6), progress=False).values()
+
+    assert time.monotonic() - start < 2.5
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert "no complete answer within deadline=0.6 s" in result.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST]
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every address a socket of this process connects to. Only loopback is really connected: anything else fails
+    here, so that no packet leaves the machine even when a check is missing."""
+    attempted = []
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        attempted.append(address[0])
+        if not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"test: connecting to {address[0]} is not allowed")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempted
+
+
+def test_fetch_all_refuses_redirects_to_non_public_addresses_before_connecting(server, connections, tmp_path):
+    targets = {
+        "metadata": "http://169.254.169.254/latest/meta-data/",
+        "lan": "http://10.0.0.1/image.png",
+        "mapped": "http://[::ffff:169.254.169.254]/",
+        "zero": f"http://0.0.0.0:{server.port}/fine",
+        "localhost6": f"http://[::1]:{server.port}/fine",
+    }
+    items = [(key, server.add(f"/{key}", status=302, headers={"Location": to})) for key, to in targets.items()]
+    items.append(("fine", server.add("/fine", body=b"fine")))
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert results["fine"].status == "ok"
+    assert set(connections) == {"127.0.0.1"}  # no connection was even attempted to the others
+    expected = {
+        "metadata": "169.254.169.254 (169.254.169.254 is a link-local address",
+        "lan": "10.0.0.1 (10.0.0.1 is a private address",
+        "mapped": "::ffff:169.254.169.254 (::ffff:169.254.169.254 is a link-local address",
+        "zero": "0.0.0.0 (0.0.0.0 is an unspecified address",
+        "localhost6": "::1 (::1 is a loopback address",
+    }
+    for key, refusal in expected.items():
+        result = results[key]
+        assert (result.status, result.attempts) == ("failed", 1), key
+        assert result.error.startswith(f"refusing to connect to {refusal}"), result.error
+        assert "allow_networks" in result.error
+
+
+def test_fetch_all_refuses_non_public_first_urls_unless_allowed(server, connections, tmp_path):
+    items = [("a", server.add("/a", body=b"a")), ("b", server.add("/b", host="localhost", body=b"b"))]
+    default = FetchPolicy(backoff=0.01, max_backoff=0.05)
+    results = fetch_all(items, tmp_path, default, progress=False)
+
+    assert [(r.status, r.attempts) for r in results.values()] == [("failed", 1), ("failed", 1)]
+    assert "refusing to connect to 127.0.0.1 (127.0.0.1 is a loopback address" in results["a"].error
+    assert "refusing to connect to localhost" in results["b"].error
+    assert connections == [] and sum(server.hits.values()) == 0
+
+    allowed = fetch_all(items, tmp_path, FetchPolicy(allow_networks=("127.0.0.1/32",)), progress=False)
+    assert [r.status for r in allowed.values()] == ["ok", "ok"]
+    with pytest.raises(EarthvlError, match="allow_networks: 'intranet' is not a network"):
+        FetchPolicy(allow_networks=("intranet",))
+
+
+def test_through_a_proxy_the_target_address_is_checked_too(server, connections, tmp_path, monkeypatch):
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", server.url(""))  # the fake server answers proxy requests by their path
+    server.add("/image.png", body=b"via proxy")
+    items = [("public", "http://93.184.216.34/image.png"), ("lan", "http://10.0.0.1/image.png")]
+    results = fetch_all(items, tmp_path, FetchPolicy(), progress=False)
+
+    assert results["public"].status == "ok" and (tmp_path / "public.png").read_bytes() == b"via proxy"
+    assert results["lan"].error.startswith("refusing to connect to 10.0.0.1 (10.0.0.1 is a private address")
+    assert server.hits["/image.png"] == 1 and set(connections) == {"127.0.0.1"}
+
+
+def test_download_file_trusts_the_host_it_is_given_but_not_where_it_redirects(server, connections, tmp_path):
+    policy = FetchPolicy(backoff=0.01, max_backoff=0.05)
+    url = server.add("/f.zip", body=b"zip bytes")
+    assert download_file(url, tmp_path / "f.zip", policy=policy, progress=False).read_bytes() == b"zip bytes"
+
+    moved = server.add("/moved.zip", status=301, headers={"Location": "http://10.0.0.1/f.zip"})
+    with pytest.raises(EarthvlError, match=r"refusing to connect to 10\.0\.0\.1 \(10\.0\.0\.1 is a private address"):
+        download_file(moved, tmp_path / "moved.zip", policy=policy, progress=False)
+    assert set(connections) == {"127.0.0.1"}
+
+
+def test_errors_name_the_host_a_redirect_led_to(server, tmp_path):
+    items = [
+        ("gone", server.add("/gone", status=302, headers={"Location": server.url("/missing", host="localhost")})),
+        ("dead", server.add("/dead", status=302, headers={"Location": f"http://localhost:{closed_port()}/x"})),
+        ("here", server.url("/missing")),
+    ]
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert results["gone"].error == "HTTP 404 Not Found from localhost"
+    assert results["dead"].error.startswith("cannot reach localhost")
+    assert results["here"].error == "HTTP 404 Not Found"
+
+
+def test_fetch_all_honours_an_opt_out_on_a_redirect(server, tmp_path):
+    image = server.add("/image", body=b"pixels")
+    items = [("moved", server.add("/moved", status=302, headers={"Location": image, "X-Robots-Tag": "noai"}))]
+    (result,) = fetch_all(items, tmp_path, fast(), progress=False).values()
+
+    assert (result.status, result.http_status, result.path) == ("opted_out", 302, None)
+    assert server.hits["/image"] == 0
+    (unrestricted,) = fetch_all(items, tmp_path, fast(respect_opt_out=False), progress=False).values()
+    assert unrestricted.status == "ok" and (tmp_path / "moved.png").read_bytes() == b"pixels"
+
+
+FETCH_SCRIPT = """
+import json, sys
+from earthvl.builders.download import FetchPolicy, fetch_all
+fetch_all(json.loads(sys.argv[1]), sys.argv[2], FetchPolicy(max_per_host=1, max_workers=1, allow_networks=("127.0.0.0/8",)), progress=False)
+"""
+
+
+def test_a_fetch_killed_midway_resumes_with_only_the_missing_urls(server, tmp_path):
+    items = [(f"done{i}", server.add(f"/done{i}", body=f"done{i}".encode())) for i in range(3)]
+    items.append(("stuck", server.add("/stuck", body=b"stuck", delay=30.0)))
+    items += [(f"later{i}", server.add(f"/later{i}", body=f"later{i}".encode())) for i in range(2)]
+    process = subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT, json.dumps(items), str(tmp_path)], env=os.environ)
+    try:
+        deadline = time.monotonic() + 20
+        while server.hits["/stuck"] == 0 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert server.hits["/stuck"] == 1
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    server.routes["/stuck"].delay = 0.0
+
+    results = fetch_all(items, tmp_path, fast(), progress=False)
+
+    assert {key: r.status for key, r in results.items()} == {
+        "done0": "cached", "done1": "cached", "done2": "cached", "stuck": "ok", "later0": "ok", "later1": "ok"
+    }  # fmt: skip
+    assert dict(server.hits) == {"/done0": 1, "/done1": 1, "/done2": 1, "/stuck": 2, "/later0": 1, "/later1": 1}
+    manifest = json.loads((tmp_path / MANIFEST).read_text())["results"]
+    assert {key: (entry["status"], entry["sha256"]) for key, entry in manifest.items()} == {
+        key: ("ok", hashlib.sha256(key.encode()).hexdigest()) for key, _ in items
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MANIFEST] + [f"{key}.png" for key, _ in items])
 
 
 # --- download_file -----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 computations with the stock transformers processors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image as PILImage
+from transformers import CLIPModel
 
 from earthvl.cli import main as cli
 from earthvl.eval import caption_metrics, classification_metrics, retrieval_metrics
@@ -18,6 +20,7 @@ from earthvl.eval.classification import normalise_answer
 from earthvl.eval.generation import LlavaGenerator, generate_all
 from earthvl.eval.models import load_eval_model
 from earthvl.eval.results import read_results
+from earthvl.errors import EarthvlError
 from earthvl.eval.run import predictions_path
 from earthvl.images import open_image
 from earthvl.prompts import CAPTION_INSTRUCTION
@@ -214,3 +217,28 @@ def test_failed_generations_are_retried_then_counted():
 def test_a_model_that_cannot_do_the_task_is_refused(caption_world, capsys):
     assert _eval("retrieve", "--model", "tiny-blip2", "--dataset", caption_world["gaia"], "--split", "test") == 2
     assert "blip2 model: it can caption, not retrieve" in capsys.readouterr().err
+
+
+def test_pickled_weights_are_refused_with_one_line(tmp_path, capsys):
+    from earthvl.models.tiny import resolve_model
+
+    tiny = resolve_model("tiny-clip")
+    pickled = tmp_path / "pickled-clip"
+    pickled.mkdir()
+    for path in Path(tiny).iterdir():
+        if path.suffix != ".safetensors":
+            (pickled / path.name).write_bytes(path.read_bytes())
+    torch.save(CLIPModel.from_pretrained(tiny).state_dict(), pickled / "pytorch_model.bin")
+    folder = _image_folder(tmp_path / "scenes", corrupt=False)
+
+    assert _eval("classify", "--model", pickled, "--dataset", folder, "--out", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err
+    assert f"{pickled} has no safetensors weights (model.safetensors); its weights are pickled (pytorch_model.bin)" in err
+    assert "Traceback" not in err and not (tmp_path / "r.json").exists()
+
+    adapter = tmp_path / "pickled-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": resolve_model("tiny-blip2"), "peft_type": "LORA"}))
+    torch.save({}, adapter / "adapter_model.bin")
+    with pytest.raises(EarthvlError, match=r"has no safetensors weights \(adapter_model.safetensors\); its weights are pickled \(adapter_model.bin\)"):
+        load_eval_model(str(adapter), task="caption")

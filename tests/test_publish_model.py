@@ -306,3 +306,21 @@ def test_cards_without_results_name_what_to_run(clip_run, model_hub):
         (out / "README.md").unlink()
     assert not model_hub["commits"] and Path(out / "config.json").is_file()
     assert json.loads((out / "text_fit.json").read_text())  # the run's side files are untouched
+
+
+def test_links_out_of_the_folder_and_pickles_by_content_are_refused(clip_run, model_hub, tmp_path):
+    _, out, results = clip_run
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private notes")
+    (out / "notes.txt").symlink_to(secret)
+    torch.save({"w": torch.zeros(2)}, out / "scaler.joblib")
+    try:
+        with pytest.raises(EarthvlError, match=r"symbolic links that lead out of it, .*: notes.txt;"):
+            publish_model(out, "earthvl/clip-rs", results=results)
+        (out / "notes.txt").unlink()
+        with pytest.raises(EarthvlError, match=r"pickled files, .*: scaler.joblib;"):
+            publish_model(out, "earthvl/clip-rs", results=results)
+    finally:
+        (out / "notes.txt").unlink(missing_ok=True)
+        (out / "scaler.joblib").unlink()
+    assert not model_hub["repos"] and not model_hub["commits"]

@@ -3,6 +3,10 @@
 Only http(s) is spoken. Failures that another attempt may cure (HTTP 408/429/5xx, timeouts, dropped connections,
 truncated bodies) are retried with exponential backoff; a host that cannot be reached at all (no DNS answer,
 connection refused, network unreachable) is reported at once instead of being retried for minutes.
+
+Every connection, for the first URL and for each redirect, goes only to an address checked beforehand: loopback,
+private, link-local and other non-public addresses are refused unless `FetchPolicy.allow_networks` names them (a
+URL handed to `download_file` or the Zenodo API URL is the caller's own choice: its host is trusted by name).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import email.utils
 import errno
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import random
@@ -23,10 +28,11 @@ import urllib.error
 import urllib.request
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
@@ -37,6 +43,8 @@ from earthvl.errors import EarthvlError
 ZENODO_API = "https://zenodo.org/api/records/{record}"
 ZENODO_RECORD_PAGE = "https://zenodo.org/records/{record}"
 MANIFEST = "fetch_manifest.json"
+JOURNAL = "fetch_manifest.journal"
+"""One JSON line per result since the manifest was last saved: a run killed outright loses none of its results."""
 MANIFEST_INTERVAL = 10.0
 """Seconds between saves of the manifest while fetching; it is also saved at the end and when interrupted."""
 CHUNK = 2**20
@@ -54,7 +62,18 @@ _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 _URL_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 """Characters left as they are when a URL is re-quoted: the reserved ones and `%` of existing escapes."""
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", re.IGNORECASE | re.ASCII)
+_DIGITS = re.compile(r"[0-9]+")
+"""A header's decimal number: ASCII digits only (`str.isdigit` also accepts "²", which `int` refuses)."""
+MAX_KEY_BYTES = 200
+"""Longest key of `fetch_all` in UTF-8 bytes: with its extension and `.part` it stays a valid file name."""
+_ADDRESS_KINDS = (
+    ("is_unspecified", "unspecified"),
+    ("is_loopback", "loopback"),
+    ("is_link_local", "link-local"),
+    ("is_multicast", "multicast"),
+    ("is_private", "private"),
+)
 _T = TypeVar("_T")
 
 
@@ -74,6 +93,13 @@ class FetchPolicy:
     """Longest delay before a retry; also caps a server's Retry-After."""
     timeout: float = 30.0
     """Socket timeout in seconds, for connecting and for each read."""
+    deadline: float = 300.0
+    """Longest time in seconds one request may take, redirects included, from connecting to the last byte of the
+    body (`fetch_all`, API calls); `timeout` alone bounds each read, not a body that trickles in. For
+    `download_file` it bounds the wait for the answer's headers: its bodies may take hours and resume if cut."""
+    allow_networks: tuple[str, ...] = ()
+    """Non-public networks (CIDR, e.g. `10.0.0.0/8`, `127.0.0.1/32`) that requests may reach. Every other loopback,
+    private, link-local or reserved address is refused before connecting, for the first URL and every redirect."""
     respect_opt_out: bool = True
     """Skip images served with `X-Robots-Tag: noai` or `noimageai` (`fetch_all`)."""
     max_bytes: int = 64 * 2**20
@@ -87,6 +113,28 @@ class FetchPolicy:
                 f"FetchPolicy needs max_per_host >= 1, max_workers >= 1 and retries >= 0, got {self.max_per_host}, "
                 f"{self.max_workers} and {self.retries}"
             )
+        if not self.deadline > 0 or not self.timeout > 0:
+            raise EarthvlError(
+                f"FetchPolicy needs timeout > 0 and deadline > 0, got {self.timeout} and {self.deadline}"
+            )
+        self.allow_networks = tuple(self.allow_networks)
+        for network in self.allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise EarthvlError(f"allow_networks: {network!r} is not a network such as 10.0.0.0/8") from None
+
+    def refusal(self, address: str) -> str | None:
+        """Why a connection to the IP `address` is refused, or None when it is public or in `allow_networks`."""
+        ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone (fe80::1%eth0) is no part of the address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in ipaddress.ip_network(network, strict=False) for network in self.allow_networks):
+            return None
+        if ip.is_global and not ip.is_multicast:
+            return None
+        kind = next((word for test, word in _ADDRESS_KINDS if getattr(ip, test)), "reserved")
+        return f"{address} is a{'n' if kind[0] in 'aeiou' else ''} {kind} address"
 
 
 @dataclass
@@ -116,6 +164,14 @@ class RemoteFile:
     md5: str | None
 
 
+class _OptedOut(Exception):
+    """A redirect answered with an AI opt-out (X-Robots-Tag) on the way to the image."""
+
+    def __init__(self, http_status: int) -> None:
+        super().__init__(f"HTTP {http_status} redirect with an AI opt-out")
+        self.http_status = http_status
+
+
 class _Problem(Exception):
     """Why one request failed; `retry` says whether another attempt may succeed, `unreachable` that no connection
     could be made at all (DNS failure, connection refused, no route, connect timeout)."""
@@ -129,7 +185,7 @@ class _Problem(Exception):
         retry_after: float | None = None,
         unreachable: bool = False,
     ) -> None:
-        super().__init__(reason)
+        super().__init__(" ".join(reason.split()))  # one line, even for urllib's multi-line redirect messages
         self.retry = retry
         self.http_status = http_status
         self.retry_after = retry_after
@@ -139,16 +195,164 @@ class _Problem(Exception):
 # --- HTTP plumbing -----------------------------------------------------------------------------------------------
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """An opener that speaks only http(s): redirects to ftp: or file: fail instead of being followed."""
+class _Guard:
+    """What every connection of one request (its redirects included) goes through: the address check before
+    connecting, the opt-out check on redirects, and a watchdog that shuts the request's sockets once its deadline has
+    passed (a blocked read then returns at once). `host` is the host contacted last."""
+
+    def __init__(self, policy: FetchPolicy, url: str, *, trusted: Iterable[str] = (), opt_out: bool = False) -> None:
+        self.policy = policy
+        self.opt_out = opt_out
+        self.first_host = _host(url)
+        self.host = self.first_host
+        self.expired = False
+        self._trusted = {host.lower() for host in trusted}
+        self._proxy: str | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(policy.deadline, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the deadline passes (at once if it has passed)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def close(self) -> None:
+        """Stop the watchdog: the request is over, or its body is exempt from the deadline."""
+        self._timer.cancel()
+        with self._lock:
+            self._sockets.clear()
+
+    def where(self) -> str:
+        """" from HOST" when a redirect led to another host than the URL's, else nothing."""
+        return f" from {self.host}" if self.host != self.first_host else ""
+
+    def visit(self, request: urllib.request.Request) -> None:
+        """Note the host of a request about to be sent. Through a proxy (which resolves the name itself), the host is
+        checked here as far as this machine can resolve it, and the proxy, the user's own setting, is trusted."""
+        self.host = _host(request.full_url)
+        connect_to = _host("//" + request.host)
+        self._proxy = connect_to if connect_to != self.host else None
+        if self._proxy is not None and self.host not in self._trusted:
+            try:
+                infos = socket.getaddrinfo(self.host, None, type=socket.SOCK_STREAM)
+            except OSError:
+                return
+            self._allowed(self.host, infos)
+
+    def _allowed(self, host: str, infos: list[Any]) -> list[Any]:
+        """The addresses of `host` that may be contacted; a `_Problem` when there are none."""
+        allowed = [info for info in infos if self.policy.refusal(info[4][0]) is None]
+        if not allowed:
+            reasons = "; ".join(dict.fromkeys(str(self.policy.refusal(info[4][0])) for info in infos))
+            raise _Problem(
+                f"refusing to connect to {host} ({reasons}): only public addresses are fetched unless "
+                "allow_networks (--allow_networks) names the network",
+                retry=False,
+            )
+        return allowed
+
+    def connect(self, address: tuple[str, int], timeout: float, source_address: Any = None) -> socket.socket:
+        """`socket.create_connection`, to checked addresses only; the sockets are watched."""
+        host, port = address
+        if not 0 < port < 2**16:  # getaddrinfo would wrap it around to another port
+            raise _Problem(f"invalid port {port} of {host}", retry=False)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if host.lower() not in self._trusted and host.lower() != self._proxy:
+            infos = self._allowed(host, infos)
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            self.watch(sock)
+            try:
+                sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as err:
+                error = err
+                sock.close()
+        assert error is not None  # getaddrinfo answers with at least one address or raises
+        raise error
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already, or never connected
+        pass
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, guard: _Guard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guard.connect
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, guard: _Guard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guard.connect
+        self._guard = guard
+
+    def connect(self) -> None:
+        super().connect()
+        self._guard.watch(self.sock)  # the TLS socket that replaced the plain one
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, guard: _Guard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        self.guard.visit(req)
+        return self.do_open(_HTTPConnection, req, guard=self.guard)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, guard: _Guard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        self.guard.visit(req)
+        return self.do_open(_HTTPSConnection, req, context=self._context, guard=self.guard)
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    def __init__(self, guard: _Guard) -> None:
+        self.guard = guard
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if self.guard.opt_out and _opted_out(headers.get_all("X-Robots-Tag") or []):
+            fp.close()
+            raise _OptedOut(code)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(guard: _Guard) -> urllib.request.OpenerDirector:
+    """An opener that speaks only http(s) (redirects to ftp: or file: fail instead of being followed), through
+    `guard`."""
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
         urllib.request.UnknownHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        _HTTPHandler(guard),
+        _HTTPSHandler(guard),
         urllib.request.HTTPDefaultErrorHandler(),
-        urllib.request.HTTPRedirectHandler(),
+        _RedirectHandler(guard),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
@@ -175,20 +379,28 @@ def _requote(url: str) -> str:
     return urlunsplit(parts._replace(path=quote(parts.path, _URL_SAFE), query=quote(parts.query, _URL_SAFE)))
 
 
+def _host(url: str) -> str:
+    """The host name of `url`, or "" when it has none or is malformed."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def _describe(err: BaseException) -> str:
     return "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay in seconds or an HTTP date), or None."""
+    """Seconds to wait from a Retry-After header (delay in seconds or an HTTP date), or None (also when unreadable)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
@@ -203,26 +415,47 @@ def _delay(policy: FetchPolicy, failures: int, retry_after: float | None) -> flo
     return base * random.uniform(0.5, 1.0)
 
 
+@contextmanager
 def _request(
-    opener: urllib.request.OpenerDirector,
     url: str,
     policy: FetchPolicy,
     headers: dict[str, str] | None = None,
     accept: tuple[int, ...] = (),
+    *,
+    trusted: Iterable[str] = (),
+    opt_out: bool = False,
+) -> Iterator[tuple[Any, _Guard]]:
+    """The response to a GET of `url` (an HTTP error response if its status is in `accept`) and the request's
+    guard, closed on exit. Raises a `_Problem`, or `_OptedOut` for an opt-out on a redirect when `opt_out`. Hosts
+    in `trusted` may be contacted whatever their address."""
+    guard = _Guard(policy, url, trusted=trusted, opt_out=opt_out)
+    try:
+        with _open(_opener(guard), guard, url, policy, headers, accept) as response:
+            yield response, guard
+    finally:
+        guard.close()
+
+
+def _open(
+    opener: urllib.request.OpenerDirector,
+    guard: _Guard,
+    url: str,
+    policy: FetchPolicy,
+    headers: dict[str, str] | None,
+    accept: tuple[int, ...],
 ) -> Any:
-    """The response to a GET of `url` (an HTTP error response if its status is in `accept`); raises a `_Problem`."""
     request = urllib.request.Request(_requote(url), headers={"User-Agent": policy.user_agent, **(headers or {})})
     try:
         return opener.open(request, timeout=policy.timeout)
     except ValueError as err:  # http.client refuses what it cannot put in a request line
-        raise _Problem(f"invalid URL ({err})", retry=False) from None
+        raise _Problem(f"invalid URL{guard.where()} ({err})", retry=False) from None
     except urllib.error.HTTPError as err:
         if err.code in accept:
             return err
         err.close()
         retry = err.code in (408, 429) or err.code >= 500
         raise _Problem(
-            f"HTTP {err.code} {err.reason}",
+            f"HTTP {err.code} {err.reason}{guard.where()}",
             retry=retry,
             http_status=err.code,
             retry_after=_retry_after(err.headers.get("Retry-After")) if retry and err.headers else None,
@@ -230,23 +463,38 @@ def _request(
     except urllib.error.URLError as err:
         # urllib wraps only what fails while connecting and sending the request.
         reason = err.reason
+        if guard.expired:
+            raise _past_deadline(policy, guard, None) from None
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise _Problem(_describe(reason), retry=False) from None
+            raise _Problem(f"{_describe(reason)}{guard.where()}", retry=False) from None
         if isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError)) or (
             isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
         ):
-            host = urlsplit(url).hostname
-            raise _Problem(f"cannot reach {host} ({_describe(reason)})", retry=True, unreachable=True) from None
+            raise _Problem(f"cannot reach {guard.host} ({_describe(reason)})", retry=True, unreachable=True) from None
         if isinstance(reason, OSError):  # e.g. a reset while sending the request
-            raise _Problem(_describe(reason), retry=True) from None
-        raise _Problem(str(reason), retry=False) from None  # e.g. a redirect to an unsupported scheme
+            raise _Problem(f"{_describe(reason)}{guard.where()}", retry=True) from None
+        raise _Problem(f"{reason}{guard.where()}", retry=False) from None  # e.g. a redirect to an unsupported scheme
     except (http.client.HTTPException, OSError) as err:  # connected, then no valid answer came
-        raise _Problem(_describe(err), retry=True) from None
+        if guard.expired:
+            raise _past_deadline(policy, guard, None) from None
+        raise _Problem(f"{_describe(err)}{guard.where()}", retry=True) from None
 
 
-def _content_length(headers: Any) -> int | None:
+def _past_deadline(policy: FetchPolicy, guard: _Guard, http_status: int | None) -> _Problem:
+    # Not retried: a server that trickled once will likely trickle again; a later run tries again.
+    return _Problem(
+        f"no complete answer within deadline={policy.deadline:g} s{guard.where()}", retry=False, http_status=http_status
+    )
+
+
+def _content_length(headers: Any, http_status: int) -> int | None:
+    """The Content-Length of an answer, None when absent; a `_Problem` when it is not a decimal number."""
     value = headers.get("Content-Length")
-    return int(value) if value is not None and value.strip().isdigit() else None
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value.strip()):
+        raise _Problem(f"malformed Content-Length {value!r}", retry=False, http_status=http_status)
+    return int(value)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -259,7 +507,11 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 def _stream(
-    response: Any, sink: Callable[[bytes], object], stop: threading.Event | None = None, limit: int | None = None
+    response: Any,
+    guard: _Guard,
+    sink: Callable[[bytes], object],
+    stop: threading.Event | None = None,
+    limit: int | None = None,
 ) -> int:
     """Feed the body of `response` to `sink` chunk by chunk and return its size; network failures become retryable."""
     size = 0
@@ -269,9 +521,15 @@ def _stream(
         try:
             chunk = response.read(CHUNK)
         except (http.client.HTTPException, OSError) as err:
+            if guard.expired:
+                raise _past_deadline(guard.policy, guard, response.status) from None
             raise _Problem(
-                f"connection lost after {size} bytes ({_describe(err)})", retry=True, http_status=response.status
+                f"connection lost after {size} bytes{guard.where()} ({_describe(err)})",
+                retry=True,
+                http_status=response.status,
             ) from None
+        if guard.expired:  # the watchdog's shutdown may look like the end of the body
+            raise _past_deadline(guard.policy, guard, response.status)
         if not chunk:
             return size
         size += len(chunk)
@@ -323,26 +581,47 @@ def _extension(content_type: str, url: str) -> str:
     return suffix if _URL_SUFFIX.fullmatch(suffix) else ".bin"
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot name a file of `fetch_all`, or None."""
+    if not key or key in (".", "..") or any(c in key for c in "/\\\0"):
+        return "is not a plain file name"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return f"is longer than {MAX_KEY_BYTES} bytes" if size > MAX_KEY_BYTES else None
+
+
 def _unique_items(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """key -> url, refusing keys that are not plain file names and keys given twice with different URLs."""
+    """key -> url, refusing keys that cannot name a file and keys given twice with different URLs."""
     urls: dict[str, str] = {}
     for key, url in items:
-        if not key or key in (".", "..") or any(c in key for c in "/\\\0"):
-            raise EarthvlError(f"fetch key {key!r} (for {url}) is not a plain file name")
+        problem = key_problem(key)
+        if problem is not None:
+            raise EarthvlError(f"fetch key {key!r:.80} (for {url:.200}) {problem}")
         if urls.setdefault(key, url) != url:
             raise EarthvlError(f"fetch key {key!r} is given twice, for {urls[key]} and {url}")
     return urls
 
 
-def _load_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))["results"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise EarthvlError(f"{path} is not a fetch manifest ({err}); delete it to fetch everything again") from None
-    if not isinstance(results, dict):
-        raise EarthvlError(f"{path} is not a fetch manifest; delete it to fetch everything again")
+def _load_manifest(path: Path, journal: Path) -> dict[str, dict[str, Any]]:
+    """The results of earlier runs: the manifest, updated by the journal of a run that was killed."""
+    results: Any = {}
+    if path.is_file():
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))["results"]
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
+            raise EarthvlError(f"{path} is not a fetch manifest ({err}); delete it to fetch everything again") from None
+        if not isinstance(results, dict):
+            raise EarthvlError(f"{path} is not a fetch manifest; delete it to fetch everything again")
+    if journal.is_file():
+        for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                key, entry = json.loads(line)
+            except (ValueError, TypeError, RecursionError):
+                continue  # the last line of a run killed while writing it
+            if isinstance(key, str) and isinstance(entry, dict):
+                results[key] = entry
     return results
 
 
@@ -363,53 +642,60 @@ def _earlier(key: str, url: str, entry: dict[str, Any] | None, dest: Path, polic
 
 
 def _fetch_once(
-    key: str, url: str, dest: Path, policy: FetchPolicy, opener: urllib.request.OpenerDirector, stop: threading.Event
+    key: str, url: str, dest: Path, policy: FetchPolicy, stop: threading.Event
 ) -> tuple[str, str | None, str | None, int]:
     """One request for `url`: (status, file name, sha256, HTTP status), or a `_Problem`."""
-    with _request(opener, url, policy) as response:
-        status = response.status
-        if policy.respect_opt_out and _opted_out(response.headers.get_all("X-Robots-Tag") or []):
-            return "opted_out", None, None, status
-        length = _content_length(response.headers)
-        if length is not None and length > policy.max_bytes:
-            raise _Problem(f"{length} bytes is more than max_bytes={policy.max_bytes}", retry=False, http_status=status)
-        name = key + _extension(response.headers.get_content_type(), url)
-        part = dest / f"{name}.part"
-        sha256 = hashlib.sha256()
-        try:
-            with open(part, "wb") as out:
+    try:
+        with _request(url, policy, opt_out=policy.respect_opt_out) as (response, guard):
+            status = response.status
+            if policy.respect_opt_out and _opted_out(response.headers.get_all("X-Robots-Tag") or []):
+                return "opted_out", None, None, status
+            length = _content_length(response.headers, status)
+            if length is not None and length > policy.max_bytes:
+                reason = f"{length} bytes is more than max_bytes={policy.max_bytes}"
+                raise _Problem(reason, retry=False, http_status=status)
+            name = key + _extension(response.headers.get_content_type(), url)
+            part = dest / f"{name}.part"
+            sha256 = hashlib.sha256()
+            try:
+                with open(part, "wb") as out:
 
-                def sink(chunk: bytes) -> None:
-                    sha256.update(chunk)
-                    out.write(chunk)
+                    def sink(chunk: bytes) -> None:
+                        sha256.update(chunk)
+                        out.write(chunk)
 
-                size = _stream(response, sink, stop, policy.max_bytes)
-            if length is not None and size != length:
-                raise _Problem(f"truncated body: {size} of {length} bytes", retry=True, http_status=status)
-            os.replace(part, dest / name)
-        except OSError as err:
-            raise EarthvlError(f"cannot write {part}: {err}") from err
-        finally:
-            part.unlink(missing_ok=True)
+                    size = _stream(response, guard, sink, stop, policy.max_bytes)
+                if length is not None and size != length:
+                    raise _Problem(f"truncated body: {size} of {length} bytes", retry=True, http_status=status)
+                os.replace(part, dest / name)
+            except OSError as err:
+                raise EarthvlError(f"cannot write {part}: {err}") from err
+            finally:
+                part.unlink(missing_ok=True)
+    except _OptedOut as opted_out:
+        return "opted_out", None, None, opted_out.http_status
     return "ok", name, sha256.hexdigest(), status
 
 
-def _fetch_one(
-    key: str, url: str, dest: Path, policy: FetchPolicy, opener: urllib.request.OpenerDirector, stop: threading.Event
-) -> FetchResult:
+def _fetch_one(key: str, url: str, dest: Path, policy: FetchPolicy, stop: threading.Event) -> FetchResult:
     """Fetch one item with retries; every outcome but a local write error is a result."""
     attempts = 0
     while True:
         attempts += 1
         try:
-            status, path, sha256, http_status = _fetch_once(key, url, dest, policy, opener, stop)
+            status, path, sha256, http_status = _fetch_once(key, url, dest, policy, stop)
             return FetchResult(key, url, status, path, sha256, http_status, None, attempts)
+        except EarthvlError:
+            raise
         except _Problem as problem:
             # In a crawl of many hosts, an unreachable one is not worth waiting for: a later run retries it.
             if not problem.retry or problem.unreachable or attempts > policy.retries or stop.is_set():
                 error = str(problem) if attempts == 1 else f"{problem} (after {attempts} attempts)"
                 return FetchResult(key, url, "failed", None, None, problem.http_status, error, attempts)
             stop.wait(_delay(policy, attempts, problem.retry_after))
+        except Exception as error:  # whatever else a hostile answer breaks fails this URL only, never the crawl
+            reason = f"unreadable answer ({type(error).__name__}: {error})"
+            return FetchResult(key, url, "failed", None, None, None, reason, attempts)
 
 
 def fetch_all(
@@ -420,15 +706,19 @@ def fetch_all(
 ) -> dict[str, FetchResult]:
     """Download each (key, url) to `dest/<key><ext>`, politely (see `FetchPolicy`) and resumably.
 
-    `dest/fetch_manifest.json` records every key's result, so a later run requests only what failed or is missing.
-    Returns the results in the order of `items`.
+    `dest/fetch_manifest.json` records every key's result, so a later run requests only what failed or is missing;
+    while a run goes on, `dest/fetch_manifest.journal` keeps each new result at once, so that a run killed outright
+    (no chance to save the manifest) loses none. Returns the results in the order of `items`.
     """
     policy = policy or FetchPolicy()
     dest = Path(dest)
     urls = _unique_items(items)
     dest.mkdir(parents=True, exist_ok=True)
     manifest_path = dest / MANIFEST
-    manifest = _load_manifest(manifest_path)
+    journal_path = dest / JOURNAL
+    manifest = _load_manifest(manifest_path, journal_path)
+    _save_manifest(manifest_path, manifest)
+    journal = open(journal_path, "w", encoding="utf-8")
     results: dict[str, FetchResult] = {}
     counts: Counter[str] = Counter()
     queues: dict[str, deque[tuple[str, str]]] = {}
@@ -445,31 +735,31 @@ def fetch_all(
                 "http_status": result.http_status,
                 "error": result.error,
             }
+            journal.write(json.dumps([result.key, manifest[result.key]]) + "\n")
+            journal.flush()
         counts[result.status] += 1
         bar.set_postfix(
             ok=counts["ok"] + counts["cached"], opted_out=counts["opted_out"], failed=counts["failed"], refresh=False
         )
         bar.update()
 
-    for key, url in urls.items():
-        earlier = _earlier(key, url, manifest.get(key), dest, policy)
-        problem = _url_problem(url)
-        if earlier is not None:
-            record(earlier)
-        elif problem is not None:
-            record(FetchResult(key, url, "failed", None, None, None, problem, 0))
-        else:
-            queues.setdefault(urlsplit(url).hostname or "", deque()).append((key, url))
-
     # Items are handed to the pool only while their host has a free slot, so that no worker sits blocked on a busy
     # host while others wait in the queue.
     in_flight: Counter[str] = Counter()
     running: dict[Future[FetchResult], str] = {}
     stop = threading.Event()
-    opener = _opener()
     pool = ThreadPoolExecutor(max_workers=policy.max_workers, thread_name_prefix="earthvl-fetch")
     saved = time.monotonic()
     try:
+        for key, url in urls.items():
+            earlier = _earlier(key, url, manifest.get(key), dest, policy)
+            problem = _url_problem(url)
+            if earlier is not None:
+                record(earlier)
+            elif problem is not None:
+                record(FetchResult(key, url, "failed", None, None, None, problem, 0))
+            else:
+                queues.setdefault(urlsplit(url).hostname or "", deque()).append((key, url))
         while queues or running:
             submitted = True
             while submitted and len(running) < policy.max_workers:
@@ -481,7 +771,7 @@ def fetch_all(
                         key, url = queues[host].popleft()
                         if not queues[host]:
                             del queues[host]
-                        running[pool.submit(_fetch_one, key, url, dest, policy, opener, stop)] = host
+                        running[pool.submit(_fetch_one, key, url, dest, policy, stop)] = host
                         in_flight[host] += 1
                         submitted = True
             # The timeout keeps Ctrl-C responsive: a blocked wait would not see it until a request ends.
@@ -491,11 +781,15 @@ def fetch_all(
                 record(future.result())
             if time.monotonic() - saved > MANIFEST_INTERVAL:
                 _save_manifest(manifest_path, manifest)
+                journal.seek(0)
+                journal.truncate()
                 saved = time.monotonic()
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         _save_manifest(manifest_path, manifest)
+        journal.close()
+        journal_path.unlink()
         bar.close()
     return {key: results[key] for key in urls}
 
@@ -536,12 +830,11 @@ class _Part:
         return grew
 
 
-def _download_attempt(
-    url: str, part: _Part, policy: FetchPolicy, opener: urllib.request.OpenerDirector, bar: Any
-) -> None:
+def _download_attempt(url: str, part: _Part, policy: FetchPolicy, bar: Any, trusted: str) -> None:
     """One request for the rest of `url` after what `part` holds; returns once the part is complete."""
     headers = {"Range": f"bytes={part.size}-"} if part.size else {}
-    with _request(opener, url, policy, headers, accept=(416,) if part.size else ()) as response:
+    with _request(url, policy, headers, accept=(416,) if part.size else (), trusted=[trusted]) as (response, guard):
+        guard.close()  # the body may take hours: only `timeout` bounds it, and a cut one resumes
         status = response.status
         if status == 416:  # nothing left after the bytes we have: complete, unless the remote file is shorter
             total = _content_range(response.headers.get("Content-Range"))[1]
@@ -550,7 +843,7 @@ def _download_attempt(
             reason = f"the remote file has {total} bytes, fewer than the {part.size} downloaded; starting again"
             part.restart()
             raise _Problem(reason, retry=True, http_status=status)
-        length = _content_length(response.headers)
+        length = _content_length(response.headers, status)
         if status == 206:
             start, total = _content_range(response.headers.get("Content-Range"))
             if start != part.size:
@@ -574,7 +867,7 @@ def _download_attempt(
                     part.size += len(chunk)
                     bar.update(len(chunk))
 
-                _stream(response, sink)
+                _stream(response, guard, sink)
         except OSError as err:
             raise EarthvlError(f"cannot write {part.path}: {err}") from err
         if end is not None and part.size < end:
@@ -587,8 +880,9 @@ def _file_md5(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _download(url: str, dest: Path, md5: str | None, policy: FetchPolicy, progress: bool) -> Path:
-    """`download_file`, raising the `_Problem` of a host that cannot be reached at all."""
+def _download(url: str, dest: Path, md5: str | None, policy: FetchPolicy, progress: bool, trusted: str) -> Path:
+    """`download_file`, raising the `_Problem` of a host that cannot be reached at all; the host `trusted` may be
+    contacted whatever its address."""
     md5 = md5.lower() if md5 else None
     if dest.is_file() and (md5 is None or _file_md5(dest) == md5):
         return dest
@@ -597,11 +891,10 @@ def _download(url: str, dest: Path, md5: str | None, policy: FetchPolicy, progre
         raise EarthvlError(f"cannot download {dest.name}: {problem}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _Part(dest.with_name(dest.name + ".part"), md5 is not None)
-    opener = _opener()
     hint = f"; run again to resume from the bytes in {part.path}"
     bar = tqdm(initial=part.size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress)
     with bar:
-        _retrying(url, policy, lambda: _download_attempt(url, part, policy, opener, bar), part.progressed, hint)
+        _retrying(url, policy, lambda: _download_attempt(url, part, policy, bar, trusted), part.progressed, hint)
     if part.md5 is not None and (actual := part.md5.hexdigest()) != md5:
         part.path.unlink()
         raise EarthvlError(
@@ -616,10 +909,11 @@ def download_file(
 ) -> Path:
     """Download `url` to `dest` through `dest.part`, resuming an earlier partial download, and check its md5.
 
-    Returns at once, without a request, when `dest` exists and matches `md5` (or no md5 is given).
+    Returns at once, without a request, when `dest` exists and matches `md5` (or no md5 is given). The host of `url`
+    is the caller's choice and may be anywhere; where it redirects must be public (see `FetchPolicy.allow_networks`).
     """
     try:
-        return _download(url, Path(dest), md5, policy or FetchPolicy(), progress)
+        return _download(url, Path(dest), md5, policy or FetchPolicy(), progress, _host(url))
     except _Problem as problem:
         raise EarthvlError(f"{problem}: no network? Could not download {url}") from None
 
@@ -628,13 +922,14 @@ def download_file(
 
 
 def _get_json(url: str, policy: FetchPolicy) -> Any:
-    opener = _opener()
+    """The JSON answer of `url`, whose host is the caller's choice (trusted)."""
 
     def attempt() -> bytes:
         body = bytearray()
-        with _request(opener, url, policy, {"Accept": "application/json"}) as response:
-            length = _content_length(response.headers)
-            _stream(response, body.extend, limit=policy.max_bytes)
+        headers = {"Accept": "application/json"}
+        with _request(url, policy, headers, trusted=[_host(url)]) as (response, guard):
+            length = _content_length(response.headers, response.status)
+            _stream(response, guard, body.extend, limit=policy.max_bytes)
             if length is not None and len(body) != length:
                 reason = f"truncated body: {len(body)} of {length} bytes"
                 raise _Problem(reason, retry=True, http_status=response.status)
@@ -643,8 +938,8 @@ def _get_json(url: str, policy: FetchPolicy) -> Any:
     body = _retrying(url, policy, attempt, lambda: False)
     try:
         return json.loads(body)
-    except ValueError as err:
-        raise EarthvlError(f"{url} did not answer with JSON ({err})") from None
+    except (ValueError, RecursionError) as err:
+        raise EarthvlError(f"{url} did not answer with JSON ({type(err).__name__}: {err})") from None
 
 
 def _remote_file(entry: Any, url: str) -> RemoteFile:
@@ -719,6 +1014,7 @@ def download_zenodo_record(
                 have = ", ".join(sorted(by_name)) or "no files"
                 raise EarthvlError(f"Zenodo record {record} has no {', '.join(unknown)}; it has {have}")
             files = [by_name[name] for name in wanted]
-        return [_download(file.url, dest / file.name, file.md5, policy, progress) for file in files]
+        # Links to the API's own host are trusted like the API URL; others must lead to public addresses.
+        return [_download(file.url, dest / file.name, file.md5, policy, progress, _host(api_url)) for file in files]
     except _Problem as problem:
         raise _unreachable(record, problem, dest) from None

@@ -7,6 +7,7 @@ the configs, figures under `figures/`, and `build_report.json`. It loads with `d
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,7 +151,19 @@ class BuildReport:
         return {**report, **self.notes}
 
     def save(self, folder: Path) -> None:
-        (folder / REPORT_FILE).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        """Write `build_report.json` as strict JSON: NaN and infinities (which JSON lacks) become null."""
+        (folder / REPORT_FILE).write_text(json.dumps(_finite(self.as_dict()), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def choose(kind: str, wanted: str | Iterable[str] | None, known: Iterable[str]) -> list[str]:

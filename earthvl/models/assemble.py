@@ -46,10 +46,13 @@ def assemble_vlm(
         return out
     vision_path, llm_path = resolve_model(vision_tower), resolve_model(language_model)
     try:
-        vision = CLIPVisionModel.from_pretrained(vision_path, dtype=dtype)
+        vision = CLIPVisionModel.from_pretrained(vision_path, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError) as error:
         raise EarthvlError(f"cannot load a CLIP vision tower from {vision_tower}: {error}") from error
-    llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
+    try:
+        llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError) as error:
+        raise EarthvlError(f"cannot load a causal language model from {language_model}: {error}") from error
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})

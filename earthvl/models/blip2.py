@@ -15,7 +15,14 @@ import torch
 from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, Blip2ForConditionalGeneration, GenerationConfig, ProcessorMixin
 
-from earthvl.models.loading import adapter_base, load_pretrained, lora_targets, save_merged, weights_dtype
+from earthvl.models.loading import (
+    adapter_base,
+    check_safetensors,
+    load_pretrained,
+    lora_targets,
+    save_merged,
+    weights_dtype,
+)
 
 UNQUANTIZED_MODULES = ["vision_model", "qformer", "language_projection", "language_model.lm_head"]
 """Full module paths kept out of 8-/4-bit: only the language model's decoder is quantised."""
@@ -98,6 +105,7 @@ def generate_captions(
 
 def load_adapter(adapter: str | Path, *, base: str | None = None, dtype: torch.dtype | str = torch.float32, **kwargs: Any) -> tuple[PeftModel, ProcessorMixin]:
     """A trained BLIP-2 adapter on its (unquantised) base, with the processor and generation settings saved beside it."""
+    check_safetensors(Path(adapter), "adapter_model")
     model, _ = load_blip2(base or adapter_base(adapter), dtype=dtype, **kwargs)
     if (Path(adapter) / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(adapter))

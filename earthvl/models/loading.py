@@ -18,6 +18,22 @@ from earthvl.errors import EarthvlError
 from earthvl.models.tiny import resolve_model
 
 _ModelT = TypeVar("_ModelT", bound=PreTrainedModel)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Files with these suffixes are pickles, which run code when loaded: earthvl loads and publishes safetensors only."""
+
+
+def check_safetensors(folder: Path, weights: str = "model") -> None:
+    """An error for a local model or adapter folder without `<weights>.safetensors` (or its sharded index), naming
+    the pickled weights it holds instead; from_pretrained would load those, and a pickle can run code."""
+    if any((folder / f"{weights}.safetensors{index}").is_file() for index in ("", ".index.json")):
+        return
+    suffixes = PICKLE_SUFFIXES + (".bin.index.json",)
+    pickled = sorted(path.name for path in folder.iterdir() if path.name.endswith(suffixes))
+    held = f"; its weights are pickled ({', '.join(pickled)}), which earthvl does not load" if pickled else ""
+    raise EarthvlError(
+        f"{folder} has no safetensors weights ({weights}.safetensors){held}: convert them to safetensors in a session "
+        "you trust (from_pretrained, then save_pretrained)"
+    )
 
 
 def quantization_config(
@@ -63,8 +79,11 @@ def load_pretrained(
     """`model_class.from_pretrained` of a Hub id, local folder or tiny model name, and its processor.
 
     With `load_in_4bit` (or `load_in_8bit`) everything but `skip_modules` is quantised as in `quantization_config`
-    (compute in `dtype`, default bf16; `quantization` holds its other arguments)."""
+    (compute in `dtype`, default bf16; `quantization` holds its other arguments). Only safetensors weights are
+    loaded: a folder (or Hub repo) with pickled weights only is an error."""
     path = resolve_model(name_or_path)
+    if Path(path).is_dir():
+        check_safetensors(Path(path))
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
     if load_in_4bit and load_in_8bit:
@@ -75,14 +94,18 @@ def load_pretrained(
             compute, skip_modules=skip_modules, bits=4 if load_in_4bit else 8, **(quantization or {})
         )
         dtype = dtype or compute
-    model = model_class.from_pretrained(
-        path,
-        revision=revision,
-        dtype=dtype or "auto",
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
-        **kwargs,
-    )
+    try:
+        model = model_class.from_pretrained(
+            path,
+            revision=revision,
+            dtype=dtype or "auto",
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **kwargs,
+        )
+    except OSError as error:  # e.g. a Hub repo without safetensors weights
+        raise EarthvlError(f"cannot load {name_or_path}: {' '.join(str(error).split())}") from error
     processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     return model, processor
 

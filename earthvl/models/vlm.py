@@ -18,7 +18,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, Processor
 
 from earthvl.errors import EarthvlError
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
-from earthvl.models.loading import adapter_base, load_pretrained, lora_targets, save_merged
+from earthvl.models.loading import adapter_base, check_safetensors, load_pretrained, lora_targets, save_merged
 from earthvl.models.vision import interpolate_position_embeddings, vision_embeddings, widen_patch_embedding
 
 UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
@@ -94,6 +94,7 @@ def load_adapter(
     """A trained adapter on its (unquantised) base, with the vision changes of its `vision.json` applied first, and
     the processor saved beside it. `base` defaults to the adapter's `base_model_name_or_path`."""
     adapter = Path(adapter)
+    check_safetensors(adapter, "adapter_model")
     model, _ = load_vlm(base or adapter_base(adapter), dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(str(adapter))
     if (adapter / VISION_FILE).is_file():

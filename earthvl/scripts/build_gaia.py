@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from earthvl.builders.download import FetchPolicy
 from earthvl.builders.folder import report_summary
 from earthvl.builders.gaia.build import CONFIGS, IMAGE_SOURCES, build_gaia
 from earthvl.images import DEFAULT_MAX_PIXELS
@@ -49,6 +50,14 @@ class BuildGaiaArguments:
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS, metadata={"help": "Skip (and report) images with more pixels than this."}
     )
+    allow_networks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "--images fetch: non-public networks the image URLs and their redirects may reach, e.g. "
+            "10.0.0.0/8 for a mirror on your LAN (default: none; loopback, private and link-local addresses are "
+            "refused before connecting)."
+        },
+    )
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
 
@@ -68,6 +77,7 @@ def main(args: BuildGaiaArguments) -> int:
         resize=args.resize,
         max_pixels=args.max_pixels,
         progress=not args.quiet,
+        fetch_policy=FetchPolicy(allow_networks=tuple(args.allow_networks or ())),
     )
     print(report_summary("GAIA", args.out, report))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any, Iterable, Mapping
 from datasets import Features, Image, List, Value
 from tqdm.auto import tqdm
 
-from earthvl.builders.download import fetch_all
+from earthvl.builders.download import FetchPolicy, fetch_all, key_problem
 from earthvl.builders.folder import (
     CARD_FILE,
     DATA_DIR,
@@ -39,19 +40,27 @@ IMAGE_SOURCES = ("webdataset", "folder", "fetch")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STRING_FIELDS = ("image_src", "image_alt", "credits", "location", "resolution")
 FLOAT_FIELDS = ("lat", "lon")
+INT64 = range(-(2**63), 2**63)
+MAX_INT_DIGITS = 4000
+"""Longer integer literals are read as floats (then refused as out of range or not an id): Python's int() refuses
+them, which would make the whole file unreadable for one bad value."""
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlist = 3, 80, 80, 6
+"""How a bad value is quoted in a reason: short, whatever its size or depth."""
 
 
-def _field_feature(name: str) -> Value | List:
+def _field_feature(name: str, id_type: str) -> Value | List:
     if name == "id":
-        return Value("int64")
+        return Value(id_type)
     if name in layout.LIST_FIELDS:
         return List(Value("string"))
     return Value("float64") if name in FLOAT_FIELDS else Value("string")
 
 
-METADATA_FEATURES = Features({name: _field_feature(name) for name in layout.FIELDS})
-DEFAULT_FEATURES = Features({"image": Image(), **METADATA_FEATURES})
-FEATURES = {"default": DEFAULT_FEATURES, "metadata": METADATA_FEATURES}
+def features(config: str, id_type: str) -> Features:
+    """The features of a config, with an `id` column of type `id_type` (see `id_type`)."""
+    metadata = {name: _field_feature(name, id_type) for name in layout.FIELDS}
+    return Features({"image": Image(), **metadata} if config == "default" else metadata)
 
 
 # ---------------------------------------------------------------------------------------------------- metadata
@@ -83,9 +92,13 @@ def load_records(path: Path) -> list[Any]:
     if not path.is_file():
         raise EarthvlError(f"GAIA metadata file {path} is missing")
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(path.read_bytes(), parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EarthvlError(f"GAIA metadata file {path} is not valid JSON: {error}") from error
+    except RecursionError:
+        raise EarthvlError(f"GAIA metadata file {path} cannot be read: it is nested too deeply") from None
+    except ValueError as error:
+        raise EarthvlError(f"GAIA metadata file {path} cannot be read: {error}") from error
     if isinstance(data, list):
         return data
     if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
@@ -99,41 +112,95 @@ def load_records(path: Path) -> list[Any]:
     )
 
 
+def _parse_int(literal: str) -> int | float:
+    return int(literal) if len(literal) <= MAX_INT_DIGITS else float(literal)
+
+
 def _index_order(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (math.inf, key)  # type: ignore[return-value]
+    return (int(key), "") if key.isascii() and key.isdigit() else (math.inf, key)  # type: ignore[return-value]
 
 
-def metadata_row(record: Any, strip_prefix: bool, counts: Counter) -> dict[str, Any]:
-    """One record as a `metadata` row under the upstream field names; missing fields become null (and are
-    counted in `counts`), values of the wrong type make the record a `Skip`."""
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def id_type(records: Iterable[Any]) -> str:
+    """The type of the `id` column: `string` when any record's id is a string, else `int64`. Upstream's type is not
+    confirmed, so the files decide; ids of other types are skipped either way."""
+    ids = (record.get("id") for record in records if isinstance(record, dict))
+    return "string" if any(isinstance(sample_id, str) for sample_id in ids) else "int64"
+
+
+def reported_id(record: Any) -> Any:
+    """A record's id as the report shows it: as it is when JSON can hold it, shortened when it is long or deep."""
+    value = record.get("id") if isinstance(record, dict) else None
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str) and len(value) <= _SHOWN.maxstring and _unicode(value):
+        return value
+    return _SHOWN.repr(value)
+
+
+def _unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON parsers let lone surrogates such as "\\ud800" through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _string(name: str, value: str) -> str:
+    if not _unicode(value):
+        raise Skip(f"{name} is not valid Unicode (it holds a lone surrogate): {_SHOWN.repr(value)}")
+    return value
+
+
+def _sample_id(value: Any, kind: str) -> int | str:
+    """The id of a record in an `id` column of type `kind`; a `Skip` for a wrong type, never a truncated value."""
+    if _is_integer(value):
+        if kind == "string":
+            return str(value)
+        if value not in INT64:
+            raise Skip(f"id {value} does not fit in int64")
+        return value
+    if not isinstance(value, str):
+        raise Skip(f"id is not an integer or a string (got {_SHOWN.repr(value)})")
+    if not value:
+        raise Skip("id is an empty string")
+    return _string("id", value)
+
+
+def metadata_row(record: Any, strip_prefix: bool, counts: Counter, kind: str = "int64") -> dict[str, Any]:
+    """One record as a `metadata` row under the upstream field names, with its id typed as `kind` (see `id_type`);
+    missing fields become null (and are counted in `counts`), values of the wrong type make the record a `Skip`."""
     if not isinstance(record, dict):
         raise Skip(f"record is not a JSON object (got {type(record).__name__})")
-    counts.update(f"extra field {name!r}" for name in record if name not in layout.FIELDS)
+    counts.update(f"extra field {_SHOWN.repr(name)}" for name in record if name not in layout.FIELDS)
     counts.update(f"missing field {name!r}" for name in layout.FIELDS if name not in record)
-    sample_id = record.get("id")
-    if isinstance(sample_id, str) and sample_id.isdigit():
-        sample_id = int(sample_id)
-    if not isinstance(sample_id, int) or isinstance(sample_id, bool):
-        raise Skip(f"id is not an integer (got {sample_id!r})")
-    row: dict[str, Any] = {"id": sample_id}
+    row: dict[str, Any] = {"id": _sample_id(record.get("id"), kind)}
     for name in layout.FIELDS[1:]:
         value = record.get(name)
         if value is None:
             row[name] = None
         elif name in layout.LIST_FIELDS:
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                raise Skip(f"{name} is not a list of strings (got {value!r:.80})")
-            row[name] = value
+                raise Skip(f"{name} is not a list of strings (got {_SHOWN.repr(value)})")
+            row[name] = [_string(f"{name}[{index}]", item) for index, item in enumerate(value)]
         elif name in FLOAT_FIELDS:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise Skip(f"{name} is not a number (got {value!r})")
-            if abs(value) > (90 if name == "lat" else 180):
-                raise Skip(f"{name} {value} is out of range")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise Skip(f"{name} is not a number (got {_SHOWN.repr(value)})")
+            if not _is_integer(value) and not math.isfinite(value):
+                raise Skip(f"{name} is not a finite number (got {value})")
+            if abs(value) > (90 if name == "lat" else 180):  # before float(): a huge integer would overflow it
+                raise Skip(f"{name} {_SHOWN.repr(value)} is out of range")
             row[name] = float(value)
         else:
             if not isinstance(value, str):
-                raise Skip(f"{name} is not a string (got {value!r:.80})")
-            row[name] = value
+                raise Skip(f"{name} is not a string (got {_SHOWN.repr(value)})")
+            row[name] = _string(name, value)
     if strip_prefix and row["captions"]:
         row["captions"] = [strip_caption_prefix(caption) for caption in row["captions"]]
     return row
@@ -150,15 +217,26 @@ def strip_caption_prefix(caption: str) -> str:
 # ---------------------------------------------------------------------------------------------------- images
 
 
-def _fetched_images(records: Iterable[Mapping[str, Any]], image_dir: Path, progress: bool) -> FolderImages:
-    items = [(str(row["id"]), row["image_src"]) for row in records if row.get("image_src")]
-    results = fetch_all(items, image_dir, progress=progress)
+def _fetched_images(
+    records: Iterable[Mapping[str, Any]], image_dir: Path, progress: bool, policy: FetchPolicy
+) -> FolderImages:
     failures = {}
+    items: dict[str, str] = {}
+    for row in records:
+        key = str(row["id"])
+        if not row.get("image_src") or key in items:  # a duplicate id is reported when the split is built
+            continue
+        problem = key_problem(key)
+        if problem is None:
+            items[key] = row["image_src"]
+        else:
+            failures[key] = f"not fetched: the id {problem} and cannot name the image file"
+    results = fetch_all(items.items(), image_dir, policy, progress=progress)
     for key, result in results.items():
         if result.status == "opted_out":
-            failures[int(key)] = f"{result.url} opted out of AI use (X-Robots-Tag); not fetched"
+            failures[key] = f"{result.url} opted out of AI use (X-Robots-Tag); not fetched"
         elif result.status == "failed":
-            failures[int(key)] = f"fetching {result.url} failed: {result.error}"
+            failures[key] = f"fetching {result.url} failed: {result.error}"
     return FolderImages(image_dir, failures)
 
 
@@ -172,7 +250,7 @@ def _build_split(
     images: ShardImages | FolderImages | None,
     writers: Mapping[str, ShardWriter],
     report: BuildReport,
-    seen: dict[int, str],
+    seen: dict[int | str, str],
     options: Mapping[str, Any],
 ) -> None:
     counts: Counter = report.notes.setdefault("field_counts", Counter())
@@ -180,9 +258,9 @@ def _build_split(
     for index, record in enumerate(tqdm(records, desc=f"GAIA {split}", unit="row", disable=not options["progress"])):
         where = {"split": split, "json_file": json_file.name, "record": index}
         try:
-            row = metadata_row(record, options["strip_prefix"], counts)
+            row = metadata_row(record, options["strip_prefix"], counts, options["id_type"])
         except Skip as skip:
-            report.skip(writers, {**where, "id": record.get("id") if isinstance(record, dict) else None}, str(skip))
+            report.skip(writers, {**where, "id": reported_id(record)}, str(skip))
             continue
         where["id"] = row["id"]
         if row["id"] in seen:
@@ -214,7 +292,7 @@ def _build_split(
 
 
 def _images_for(
-    kind: str, root: Path, split: str, image_dir: Path | None, records: list[Any], progress: bool
+    kind: str, root: Path, split: str, image_dir: Path | None, records: list[Any], options: Mapping[str, Any]
 ) -> ShardImages | FolderImages:
     """Where the split's pixels come from; `fetch` downloads them first (only what earlier runs did not get)."""
     if kind == "webdataset":
@@ -233,10 +311,10 @@ def _images_for(
     rows = []
     for record in records:
         try:
-            rows.append(metadata_row(record, False, Counter()))
+            rows.append(metadata_row(record, False, Counter(), options["id_type"]))
         except Skip:
             continue  # reported when the split is built
-    return _fetched_images(rows, image_dir, progress)
+    return _fetched_images(rows, image_dir, options["progress"], options["policy"])
 
 
 def build_gaia(
@@ -252,14 +330,16 @@ def build_gaia(
     progress: bool = True,
     *,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    fetch_policy: FetchPolicy | None = None,
 ) -> dict[str, Any]:
     """Build the GAIA Hugging Face dataset folder `out` from `source` (a folder with the metadata JSONs, or the Hub
     id `azavras/GAIA`).
 
     `images` picks where pixels come from: `webdataset` (img2dataset shards in `{split}/` beside the JSONs),
     `folder` (`<id>.<ext>` files in `image_dir`) or `fetch` (downloaded politely from `image_src` into `image_dir`,
-    resumable). `resize` downscales to that shortest side (never upscales). Returns the build report (also in
-    `build_report.json`): rows per config and split, and every skipped record with its reason."""
+    resumable, as `fetch_policy` says). `resize` downscales to that shortest side (never upscales). The `id` column
+    keeps the type the files hold (see `id_type`). Returns the build report (also in `build_report.json`): rows per
+    config and split, every skipped record with its reason, and the `id_type`."""
     config_list = choose("configs", configs, CONFIGS)
     split_list = choose("splits", splits, layout.SPLITS)
     if images not in IMAGE_SOURCES:
@@ -272,22 +352,31 @@ def build_gaia(
             raise EarthvlError(f"--images {images} needs --image_dir when the source is a Hub id")
         image_dir = root / "images"
     image_dir = None if image_dir is None else Path(image_dir)
-    options = {"strip_prefix": strip_prefix, "resize": resize, "max_pixels": max_pixels, "progress": progress}
+    records = {split: load_records(root / layout.json_path(split)) for split in split_list}
+    kind_of_id = id_type(record for split in split_list for record in records[split])
+    options = {
+        "strip_prefix": strip_prefix,
+        "resize": resize,
+        "max_pixels": max_pixels,
+        "progress": progress,
+        "id_type": kind_of_id,
+        "policy": fetch_policy or FetchPolicy(),
+    }
     report = BuildReport(str(source), kind)
     report.notes.update({"images_from": images if "default" in config_list else None, "strip_prefix": strip_prefix, "resize": resize})
-    seen: dict[int, str] = {}
+    report.notes["id_type"] = kind_of_id
+    seen: dict[int | str, str] = {}
     with output_folder(out, "GAIA") as staging:
         for split in split_list:
             json_file = root / layout.json_path(split)
-            records = load_records(json_file)
             pixels = None
             if "default" in config_list:
-                pixels = _images_for(images, root, split, image_dir, records, progress)
+                pixels = _images_for(images, root, split, image_dir, records[split], options)
             writers = {
-                config: ShardWriter(staging / DATA_DIR / config, split, FEATURES[config], max_shard_bytes)
+                config: ShardWriter(staging / DATA_DIR / config, split, features(config, kind_of_id), max_shard_bytes)
                 for config in config_list
             }
-            _build_split(records, json_file, split, pixels, writers, report, seen, options)
+            _build_split(records[split], json_file, split, pixels, writers, report, seen, options)
             for config, writer in writers.items():
                 writer.close()
                 report.rows.setdefault(config, {})[split] = writer.rows

@@ -36,7 +36,7 @@ def dataset_card(folder: Path, report: BuildReport, configs: Sequence[str], spli
     first = next(iter(tables.values()))
     grid_captions = [row[0] if row else "" for row in first.column("captions").to_pylist()]
     images = first_images(folder, "default", splits[0]) if "default" in configs else []
-    texts = {"synthetic captions": captions, "alt text": alt_texts}
+    texts = {name: source for name, source in {"synthetic captions": captions, "alt text": alt_texts}.items() if source}
     data = DatasetCardData(
         license=layout.LICENSE,
         language="en",
@@ -69,7 +69,7 @@ has the same fields without pixels. Records that could not become rows are liste
 `resolution` ({", ".join(layout.RESOLUTIONS)}), `satellite`, `sensor`, `modalities`. Lists stay lists and
 missing values are null. {prefix_note}
 
-{statistics_section(texts)}
+{statistics_section(texts) if texts else "No row of this build has a caption or an alt text: no caption statistics."}
 {PAPER_STATISTICS}
 
 {figures_section(folder, images=images, captions=grid_captions, lats=lats, lons=lons, groups=groups, texts=texts)}

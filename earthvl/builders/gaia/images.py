@@ -1,7 +1,8 @@
 """Where GAIA's pixels come from: img2dataset WebDataset shards, a folder of `<id>.<ext>`, or the source websites.
 
 Every source answers `find(id)` with the image bytes or raises `Skip` with the reason; what went wrong with a
-shard as a whole (a truncated tar, an unreadable `.json` member) is listed in `problems`.
+shard as a whole (a truncated tar, an unreadable `.json` member) or a file (a second image of one id) is listed in
+`problems`. Ids are matched exactly by their decimal or string form (`5` matches `"5"`, never `5.9` or `true`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import reprlib
 import tarfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +35,7 @@ class ShardImages:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.problems: list[dict[str, Any]] = []
-        self._index: dict[int, tuple[Path, int, int, str]] = {}
+        self._index: dict[str, tuple[Path, int, int, str]] = {}
         shards = sorted(folder.glob("*.tar")) if folder.is_dir() else []
         for shard in shards:
             self._index_shard(shard)
@@ -43,7 +45,7 @@ class ShardImages:
     def _index_shard(self, shard: Path) -> None:
         size = shard.stat().st_size
         images: dict[str, tuple[int, int, str]] = {}
-        ids: dict[str, int] = {}
+        ids: dict[str, str] = {}
         try:
             with tarfile.open(shard, "r:") as archive:
                 for member in archive:
@@ -62,14 +64,19 @@ class ShardImages:
         except (tarfile.TarError, EOFError, OSError) as error:
             self.problems.append({"shard": str(shard), "problem": f"unreadable after {len(ids)} samples: {error}"})
         for key, sample_id in ids.items():
-            if key in images and sample_id not in self._index:
+            if key not in images:
+                continue
+            if sample_id in self._index:
+                problem = f"duplicate sample id {sample_id} (the first one is used)"
+                self.problems.append({"shard": str(shard), "member": f"{key}.json", "problem": problem})
+            else:
                 self._index[sample_id] = (shard, *images[key])
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def find(self, sample_id: int) -> tuple[bytes, str]:
-        entry = self._index.get(sample_id)
+    def find(self, sample_id: int | str) -> tuple[bytes, str]:
+        entry = self._index.get(str(sample_id))
         if entry is None:
             raise Skip(
                 f"no image with id {sample_id} in the shards of {self.folder} (img2dataset counted "
@@ -84,19 +91,26 @@ class ShardImages:
         return data, ext
 
 
-def _sample_id(data: bytes, shard: Path, member: str, problems: list[dict[str, Any]]) -> int | None:
+def _sample_id(data: bytes, shard: Path, member: str, problems: list[dict[str, Any]]) -> str | None:
+    """The id in a sample's `.json` member, in its decimal or string form; None (and a problem) when it has none."""
     try:
-        meta = json.loads(data)
-        return int(meta["id"])
-    except (ValueError, KeyError, TypeError) as error:
+        sample_id = json.loads(data)["id"]
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         problems.append({"shard": str(shard), "member": member, "problem": f"unreadable sample metadata: {error!r}"})
         return None
+    if isinstance(sample_id, int) and not isinstance(sample_id, bool):
+        return str(sample_id)
+    if isinstance(sample_id, str) and sample_id:
+        return sample_id
+    problem = f"sample id is not an integer or a string (got {reprlib.repr(sample_id)})"
+    problems.append({"shard": str(shard), "member": member, "problem": problem})
+    return None
 
 
 def _failed_downloads(path: Path, problems: list[dict[str, Any]]) -> int:
     try:
         return int(json.loads(path.read_bytes()).get("failed_to_download", 0))
-    except (ValueError, TypeError, AttributeError) as error:
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         problems.append({"file": str(path), "problem": f"unreadable img2dataset stats: {error!r}"})
         return 0
 
@@ -106,24 +120,29 @@ class FolderImages:
 
     kind = "folder"
 
-    def __init__(self, folder: Path, failures: Mapping[int, str] | None = None) -> None:
+    def __init__(self, folder: Path, failures: Mapping[str, str] | None = None) -> None:
         self.folder = folder
         self.failures = dict(failures or {})
         self.failed_downloads = len(self.failures)
         self.problems: list[dict[str, Any]] = []
-        self._index: dict[int, Path] = {}
-        for entry in os.scandir(folder) if folder.is_dir() else ():
-            stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTENSIONS and stem.isdigit() and entry.is_file():
-                self._index.setdefault(int(stem), Path(entry.path))
+        self._index: dict[str, Path] = {}
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file()) if folder.is_dir() else []
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            first = self._index.setdefault(stem, folder / name)
+            if first.name != name:
+                problem = f"a second image of id {stem} ({first.name} is used)"
+                self.problems.append({"file": str(folder / name), "problem": problem})
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def find(self, sample_id: int) -> tuple[bytes, str]:
-        path = self._index.get(sample_id)
+    def find(self, sample_id: int | str) -> tuple[bytes, str]:
+        path = self._index.get(str(sample_id))
         if path is None:
-            raise Skip(self.failures.get(sample_id) or f"no image {sample_id}.<ext> in {self.folder}")
+            raise Skip(self.failures.get(str(sample_id)) or f"no image {sample_id}.<ext> in {self.folder}")
         return path.read_bytes(), path.suffix[1:].lower()
 
 
@@ -132,7 +151,7 @@ def split_images(source: Path, split: str) -> ShardImages:
     return ShardImages(source / layout.shard_dir(split))
 
 
-def image_column(data: bytes, sample_id: int, ext: str, *, resize: int | None, max_pixels: int) -> tuple[dict[str, Any], bool]:
+def image_column(data: bytes, sample_id: int | str, ext: str, *, resize: int | None, max_pixels: int) -> tuple[dict[str, Any], bool]:
     """The `image` cell for one image, decoded once to prove it intact; (cell, whether it was resized).
 
     Without `resize` the original bytes pass through untouched. With it, images whose shortest side exceeds
@@ -153,7 +172,7 @@ def image_column(data: bytes, sample_id: int, ext: str, *, resize: int | None, m
         raise Skip(f"corrupt image {sample_id}.{ext}: {error}") from error
 
 
-def _resized(image: PILImage.Image, sample_id: int, shortest: int) -> dict[str, Any]:
+def _resized(image: PILImage.Image, sample_id: int | str, shortest: int) -> dict[str, Any]:
     scale = shortest / min(image.size)
     size = (max(round(image.width * scale), 1), max(round(image.height * scale), 1))
     fmt = image.format if image.format in ("JPEG", "WEBP") else "PNG"
