@@ -205,4 +205,7 @@ def report_summary(dataset: str, out: str | Path, report: Mapping[str, Any]) -> 
         lines.append(f"  {config}: " + ", ".join(f"{split} {rows:,}" for split, rows in splits.items()))
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped']):,} records; reasons in {Path(out) / REPORT_FILE}")
+    shared = sum(len(names) for names in report.get("duplicate_members", {}).values())
+    if shared:
+        lines.append(f"  {shared:,} file names belong to more than one zip member; listed in {Path(out) / REPORT_FILE}")
     return "\n".join(lines)
