@@ -35,6 +35,7 @@ from earthvl.builders.folder import (
     BuildReport,
     ShardWriter,
     Skip,
+    check_output,
     choose,
     default_num_proc,
     name_shards,
@@ -616,6 +617,9 @@ def build_chatearthnet(
     process); the output does not depend on `num_proc`."""
     config_list = choose("configs", configs, CONFIGS)
     split_list = choose("splits", splits, layout.SPLITS)
+    if num_proc is not None and num_proc < 1:
+        raise EarthvlError(f"num_proc must be at least 1, got {num_proc}")
+    check_output(out, "ChatEarthNet")  # before any download
     groups = ["rgb", *(EXTRA_GROUPS if any(CONFIGS[c][1] for c in config_list) else ())]
     source = open_source(fetch_zenodo_source(str(source), groups, download_dir, progress) or Path(source), groups)
     writer = _ChunkWriter(source, groups, num_proc or default_num_proc())
