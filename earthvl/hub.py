@@ -15,7 +15,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, metadata_load
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
 
 from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.cards.model import EVAL_DIR, MERGED_DIR, eval_results, load_results, read_model_folder, render_model_card
@@ -41,6 +42,14 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SPACE_KEYS = ("sdk", "app_file")
 """What a Space's README front matter must say: how the Hub runs it."""
 BYTECODE_DIR = "__pycache__"
+
+
+def check_repo_id(repo_id: str, option: str) -> None:
+    """A ValueError naming `option` unless `repo_id` is a valid Hub repository id (huggingface_hub's own rules)."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{option}: {error}") from error
 
 
 def check_dataset_folder(folder: str | Path) -> Path:

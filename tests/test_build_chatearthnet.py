@@ -2,11 +2,15 @@
 feature and original byte, bad records are skipped and reported, and builds are atomic."""
 
 import hashlib
+import io
 import json
 import math
 import shutil
 import socket
+import struct
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +179,7 @@ def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache, m
     (source / layout.image_path("red_edge", garbage_red_edge)).write_bytes(b"not a png")
     json_file = source / layout.json_path("gpt35", "train")
     rows = json.loads(json_file.read_text())
-    bad_records = [{"img": "x.png", "caption": "a"}, {"image": train[5], "caption": 5}]  # train[5]'s own record stays
+    bad_records = [{"img": "x.png", "caption": "a"}, {"image": "1_2_patch00.png", "caption": 5}]
     json_file.write_text(json.dumps(rows + bad_records))
 
     out = tmp_path / "out"
@@ -189,9 +193,11 @@ def test_bad_records_and_pngs_are_skipped_and_reported(world, tmp_path, cache, m
         assert reasons[config, truncated].startswith("corrupt PNG s2_rgb_images/s2_images/" + truncated)
         assert reasons[config, deleted_rgb] == f"missing PNG s2_rgb_images/s2_images/{deleted_rgb}"
         assert reasons[config, None] == "record has no 'image' or 'image_id' string"
-        assert reasons[config, train[5]].startswith("caption is not a string")
+        assert reasons[config, "1_2_patch00.png"].startswith("caption is not a string")
     assert reasons["gpt35-multispectral", deleted_nir] == f"missing PNG s2_band_8_11_12_images/{deleted_nir}"
-    assert reasons["gpt35-multispectral", garbage_red_edge].startswith("corrupt PNG s2_band_5_6_7_images/")
+    assert reasons["gpt35-multispectral", garbage_red_edge] == (
+        f"s2_band_5_6_7_images/{garbage_red_edge} is not a PNG (unrecognised data)"
+    )
     assert len(report["skipped"]) == 4 + 6
     assert report["rows"] == {"gpt35": {"train": len(train) - 2}, "gpt35-multispectral": {"train": len(train) - 4}}
     assert json.loads((out / "build_report.json").read_text()) == report
@@ -329,3 +335,218 @@ def test_zenodo_source_without_network_fails_fast_with_the_way_out(tmp_path, mon
         build_chatearthnet("https://zenodo.org/records/11003436", tmp_path / "out", download_dir=tmp_path / "zips", progress=False)
     assert time.monotonic() - start < 5
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- hostile input
+
+
+def png16(width: int, height: int) -> bytes:
+    """A valid 16-bit-per-channel RGB PNG (which PIL opens as 8-bit mode RGB, hiding the depth)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = b"".join(b"\x00" + b"\x12\x34" * 3 * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def encoded(image: PILImage.Image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def zip_tree(root: Path, dest: Path, key: str, deflated: set[str] = frozenset(), extra: dict[str, bytes] | None = None) -> Path:
+    """One Zenodo zip of an extracted tree; members named in `deflated` are deflated, `extra` adds members."""
+    folder = layout.JSON_DIR if key == "json" else layout.IMAGE_DIRS[key]
+    path = dest / layout.ZIP_NAMES[key]
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted((root / folder).rglob("*")):
+            name = file.relative_to(root).as_posix()
+            method = zipfile.ZIP_DEFLATED if name in deflated or key == "json" else zipfile.ZIP_STORED
+            archive.write(file, name, compress_type=method)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return path
+
+
+def patch_member(path: Path, name: str, *, flag_bits: int = 0, method: int | None = None, spoil: str | None = None) -> None:
+    """Rewrite one member's headers (flag bits, compression method) or data in place, as a hostile archive would."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    local = info.header_offset
+    start = local + 30 + sum(struct.unpack("<HH", data[local + 26 : local + 30]))
+    if spoil == "crc":
+        data[start + info.compress_size // 2] ^= 0xFF
+    elif spoil == "deflate":
+        data[start] = 0xFF  # BFINAL=1, BTYPE=11: a reserved block type, which zlib refuses
+    headers = [local + 6]  # the local header's flags; the central directory entry's below
+    position = data.find(b"PK\x01\x02")
+    while position >= 0:
+        length = struct.unpack("<H", data[position + 28 : position + 30])[0]
+        if data[position + 46 : position + 46 + length] == name.encode():
+            headers.append(position + 8)
+        position = data.find(b"PK\x01\x02", position + 1)
+    for flags in headers:
+        if flag_bits:
+            data[flags : flags + 2] = struct.pack("<H", struct.unpack("<H", data[flags : flags + 2])[0] | flag_bits)
+        if method is not None:
+            data[flags + 2 : flags + 4] = struct.pack("<H", method)
+    path.write_bytes(bytes(data))
+
+
+def test_hostile_members_are_skipped_and_reported_alike_with_one_or_two_processes(sample_world, tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_world.chatearthnet.root, tree)
+    names = [name for name, _ in records(tree, "gpt35", "train")]
+    assert len(names) >= 16
+    rgb = {name: layout.image_path("rgb", name) for name in names}
+    gray = PILImage.new("RGB", (256, 256), (90, 100, 110))
+    (tree / rgb[names[0]]).write_bytes(encoded(gray, "JPEG"))
+    (tree / rgb[names[1]]).write_bytes(encoded(PILImage.new("RGB", (1, 1))))
+    (tree / rgb[names[2]]).write_bytes(png16(256, 256))
+    (tree / rgb[names[3]]).write_bytes(encoded(gray.convert("P")))
+    (tree / layout.image_path("red_edge", names[4])).write_bytes(encoded(PILImage.new("RGB", (128, 128))))
+    json_file = tree / layout.json_path("gpt35", "train")
+    rows = json.loads(json_file.read_text())
+    hostile_rows = [
+        {"image": "1_99999999_patch00.png", "caption": "far south"},
+        {"image": "9000_100_patch00.png", "caption": "far east"},
+        {"image": names[5], "caption": "the same patch again"},
+    ]
+    json_file.write_text(json.dumps(rows + hostile_rows))
+
+    zips = tmp_path / "zips"
+    zips.mkdir()
+    zip_tree(tree, zips, "json")
+    rgb_zip = zip_tree(tree, zips, "rgb", extra={f"copy/{names[10]}": b"not the real one"})
+    zip_tree(tree, zips, "red_edge")
+    nir = zip_tree(
+        tree, zips, "nir_swir", deflated={layout.image_path("nir_swir", names[9])},
+        extra={f"a/{names[11]}": b"one", f"b/{names[11]}": b"two"},
+    )
+    with zipfile.ZipFile(nir) as archive:  # names[11] only under other folders: ambiguous
+        kept = [(i, archive.read(i)) for i in archive.infolist() if i.filename != layout.image_path("nir_swir", names[11])]
+    with zipfile.ZipFile(nir, "w") as archive:
+        for info, data in kept:
+            archive.writestr(info, data)
+    patch_member(rgb_zip, rgb[names[6]], spoil="crc")
+    patch_member(rgb_zip, rgb[names[7]], flag_bits=0x1)
+    patch_member(rgb_zip, rgb[names[8]], method=9)
+    patch_member(nir, layout.image_path("nir_swir", names[9]), spoil="deflate")
+
+    monkeypatch.setattr(build, "CHUNK_RECORDS", 4)  # several chunks, so that two workers share the split
+    configs = ["gpt35", "gpt35-multispectral"]
+    reports = {
+        n: build_chatearthnet(zips, tmp_path / f"out{n}", configs=configs, splits="train", progress=False, num_proc=n)
+        for n in (1, 2)
+    }
+    assert reports[1] == reports[2]
+    report = reports[1]
+    reasons = {(s["config"], s["file_name"], s["record"]): s["reason"] for s in report["skipped"]}
+    by_name = {(config, name): reason for (config, name, _), reason in reasons.items()}
+    for config in configs:
+        assert by_name[config, names[0]] == f"{rgb[names[0]]} is not a PNG (JPEG data)"
+        assert by_name[config, names[1]] == f"{rgb[names[1]]} is 1x1 px, expected 256x256"
+        assert by_name[config, names[2]] == f"{rgb[names[2]]} is a 16-bit RGB PNG, expected 8-bit RGB"
+        assert by_name[config, names[3]] == f"{rgb[names[3]]} is an 8-bit palette PNG, expected 8-bit RGB"
+        assert by_name[config, names[6]].startswith(f"cannot read {rgb[names[6]]} in s2_rgb_images.zip: Bad CRC-32")
+        assert by_name[config, names[7]] == f"cannot read {rgb[names[7]]} in s2_rgb_images.zip: it is encrypted"
+        assert by_name[config, names[8]].startswith(
+            f"cannot read {rgb[names[8]]} in s2_rgb_images.zip: compression method 9 (deflate64) is not supported"
+        )
+        assert by_name[config, "1_99999999_patch00.png"] == "tile 1_99999999 is outside the zoom-13 grid (0 to 8191)"
+        assert by_name[config, "9000_100_patch00.png"] == "tile 9000_100 is outside the zoom-13 grid (0 to 8191)"
+        duplicate = reasons[config, names[5], len(rows) + 2]
+        assert duplicate == f"duplicate file name {names[5]}: first in {layout.json_path('gpt35', 'train')} record {names.index(names[5])}"
+    assert by_name["gpt35-multispectral", names[4]] == (
+        f"{layout.image_path('red_edge', names[4])} is 128x128 px, expected 256x256"
+    )
+    nir_member = layout.image_path("nir_swir", names[9])
+    assert by_name["gpt35-multispectral", names[9]].startswith(f"cannot read {nir_member} in s2_band_8_11_12_images.zip: Error -3")
+    assert by_name["gpt35-multispectral", names[11]] == (
+        f"2 members named {names[11]} in s2_band_8_11_12_images.zip, none at {layout.image_path('nir_swir', names[11])}: "
+        f"a/{names[11]}, b/{names[11]}"
+    )
+    assert ("gpt35", names[4]) not in by_name and ("gpt35", names[11]) not in by_name
+    assert report["duplicate_members"] == {
+        "s2_rgb_images.zip": {names[10]: [f"copy/{names[10]}", rgb[names[10]]]},
+        "s2_band_8_11_12_images.zip": {names[11]: [f"a/{names[11]}", f"b/{names[11]}"]},
+    }
+    assert report["rows"]["gpt35"]["train"] == len(names) - 7
+    assert report["rows"]["gpt35-multispectral"]["train"] == len(names) - 10
+    table = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "out2" / "data" / "gpt35").glob("train-*")))
+    built_names = table.column("file_name").to_pylist()
+    assert built_names == [n for i, n in enumerate(names) if i not in (0, 1, 2, 3, 6, 7, 8)]
+    row = table.to_pylist()[built_names.index(names[10])]
+    assert row["image"]["bytes"] == (tree / rgb[names[10]]).read_bytes()  # the member at the upstream path wins
+
+
+def test_a_bad_json_member_is_an_error_naming_it(sample_world, tmp_path):
+    tree = sample_world.chatearthnet.root
+    member = layout.json_path("gpt4v", "validation")
+    for spoil in ("crc", "deflate"):
+        zips = tmp_path / spoil
+        zips.mkdir()
+        zip_tree(tree, zips, "json")
+        zip_tree(tree, zips, "rgb")
+        patch_member(zips / "json_files.zip", member, spoil=spoil)
+        with pytest.raises(EarthvlError, match=f"cannot read caption file {member} in json_files.zip: "):
+            build_chatearthnet(zips, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+    zips = tmp_path / "encrypted"
+    zips.mkdir()
+    zip_tree(tree, zips, "json")
+    zip_tree(tree, zips, "rgb")
+    patch_member(zips / "json_files.zip", member, flag_bits=0x1)
+    with pytest.raises(EarthvlError, match=f"cannot read caption file {member} in json_files.zip: it is encrypted"):
+        build_chatearthnet(zips, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+    copy = tmp_path / "tree"
+    shutil.copytree(tree, copy)
+    (copy / member).write_text("[" * 100_000)
+    with pytest.raises(EarthvlError, match=f"caption file {member} nests its JSON too deeply to be read"):
+        build_chatearthnet(copy, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_caption_json_members_are_capped_before_they_are_read(sample_world, tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_world.chatearthnet.root, tree)
+    member = layout.json_path("gpt4v", "train")
+    (tree / member).write_text("[" + " " * 3_000_000 + "]")  # ~3 MB that deflate shrinks about 1000-fold
+    zip_tree(tree, tmp_path, "json")
+    zip_tree(tree, tmp_path, "rgb")
+    with pytest.raises(EarthvlError, match=f"cannot read caption file {member} in json_files.zip: it inflates .* over the limit of 100 to 1"):
+        build_chatearthnet(tmp_path, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+    monkeypatch.setattr(build, "MAX_JSON_BYTES", 1000)
+    (tree / member).write_text(json.dumps([{"image": "1_1_patch00.png", "caption": "x" * 2000}]))
+    zip_tree(tree, tmp_path, "json")
+    with pytest.raises(EarthvlError, match=f"cannot read caption file {member} in json_files.zip: it is 2,0.. bytes, over the limit of 1,000"):
+        build_chatearthnet(tmp_path, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+    with pytest.raises(EarthvlError, match=f"cannot read caption file {tree / member}: it is 2,0.. bytes, over the limit of 1,000"):
+        build_chatearthnet(tree, tmp_path / "out", configs="gpt4v", progress=False, num_proc=1)
+
+
+def test_a_config_without_usable_records_names_the_files_and_why(sample_world, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_world.chatearthnet.root, tree)
+    for split in SPLITS:
+        for name, _ in records(tree, "gpt4v", split):
+            (tree / layout.image_path("rgb", name)).unlink(missing_ok=True)
+    with pytest.raises(EarthvlError) as error:
+        build_chatearthnet(tree, tmp_path / "out", configs="gpt4v", splits=["train", "test"], progress=False, num_proc=1)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("no usable record for gpt4v: every record of ")
+    for split in ("train", "test"):
+        assert f"{layout.json_path('gpt4v', split)} ({len(records(tree, 'gpt4v', split))} records)" in message
+    assert "was skipped, e.g. missing PNG s2_rgb_images/s2_images/" in message
+    assert "caption_statistics" not in message
+
+
+def test_patch_center_refuses_tiles_outside_the_grid():
+    assert layout.patch_center(8191, 0, "11")[1] < 180
+    for x, y in ((8192, 0), (0, 8192), (-1, 5), (1, 99999999)):
+        with pytest.raises(ValueError, match="outside the zoom-13 grid"):
+            layout.patch_center(x, y, "00")

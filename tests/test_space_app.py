@@ -29,6 +29,8 @@ from earthvl.space.app import (
     DEMO_MAX_PIXELS,
     ELEM_IDS,
     ERROR_PREFIX,
+    MAX_LABEL_CHARS,
+    MAX_QUERY_CHARS,
     DemoApp,
     DemoSettings,
     build_demo,
@@ -212,6 +214,23 @@ def test_empty_inputs_get_messages(app, scene):
     assert message(app.retrieve, "   ", 3) == "type what to look for, e.g. 'a river crossing farmland'"
     assert app.ui_caption(None, "x") == ("", ERROR_PREFIX + "upload an image first")
     assert app.ui_retrieve("", 3) == ([], ERROR_PREFIX + "type what to look for, e.g. 'a river crossing farmland'")
+
+
+def test_long_queries_and_labels_are_refused_before_any_text_is_encoded(app, scene, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a text that should have been refused was encoded")
+
+    monkeypatch.setattr(space_app, "text_embeddings", never)
+    monkeypatch.setattr(space_app, "zero_shot_classifier", never)
+    query = "a river crossing farmland " * 40_000  # about 1 MB
+    assert message(app.retrieve, query, 3) == (
+        f"the query is {len(query.strip()):,} characters long; keep it under {MAX_QUERY_CHARS:,}"
+    )
+    assert app.ui_retrieve("x" * (MAX_QUERY_CHARS + 1), 3)[0] == []
+    label = "forest " * (MAX_LABEL_CHARS // 7 + 1)
+    assert message(app.classify, str(scene), f"river, {label}", None) == (
+        f"a label is {len(label.strip()):,} characters long; keep each under {MAX_LABEL_CHARS:,}"
+    )
 
 
 def test_unexpected_errors_become_a_short_message(app, scene, monkeypatch, caplog):

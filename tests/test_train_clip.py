@@ -176,7 +176,7 @@ def test_bad_options_exit_with_status_2(tmp_path, capsys):
         cli.main(args + ["--caption_scheme", "mean"])
     assert exit_info.value.code == 2 and "invalid choice: 'mean'" in capsys.readouterr().err
     assert cli.main(args + ["--max_text_chunks", "0"]) == 2
-    assert "max_text_chunks=0: at least one chunk per caption" in capsys.readouterr().err
+    assert "max_text_chunks must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_the_share_of_long_captions_is_reported_on_the_command_line(caption_world, tmp_path, capsys):

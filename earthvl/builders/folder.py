@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image
 
-from earthvl.atomic import staged_dir
+from earthvl import __version__
+from earthvl.atomic import check_writable, refuse_symlink, staged_dir
 from earthvl.errors import EarthvlError
 
 MAX_SHARD_BYTES = 500 * 2**20
@@ -28,6 +29,9 @@ DATA_DIR = "data"
 FIGURES_DIR = "figures"
 REPORT_FILE = "build_report.json"
 CARD_FILE = "README.md"
+BUILD_MARKER = ".earthvl-build.json"
+"""Written last into every build (hidden, so never published): earthvl's name and version, the dataset and every
+path the build wrote. A rebuild replaces only a folder whose marker says so and that holds nothing else."""
 
 
 class Skip(Exception):
@@ -194,16 +198,53 @@ def card_configs(configs: Iterable[str], splits: Iterable[str], default: str) ->
     return entries
 
 
+def _paths(folder: Path) -> list[str]:
+    """Every folder, file and link under `folder`, relative, in POSIX form (links are not followed)."""
+    paths = []
+    for parent, folders, files in os.walk(folder):
+        relative = Path(parent).relative_to(folder)
+        paths += [(relative / name).as_posix() for name in folders + files]
+    return sorted(paths)
+
+
+def check_output(out: str | Path, dataset: str) -> Path:
+    """`out` if a `dataset` build may go there: a new path, an empty folder, or an earlier `dataset` build by earthvl
+    (its `BUILD_MARKER`) that holds nothing earthvl did not write; an EarthvlError saying why not otherwise."""
+    out = Path(out)
+    refuse_symlink(out)
+    check_writable(out, f"{dataset} build", folder=True)
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    try:
+        marker = json.loads((out / BUILD_MARKER).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or marker.get("built_by") != "earthvl":
+        raise EarthvlError(
+            f"output {out} exists and is not an earlier {dataset} build by earthvl (no valid {BUILD_MARKER}); not "
+            "replacing it: choose another --out, or empty it yourself"
+        )
+    if marker.get("dataset") != dataset:
+        raise EarthvlError(f"output {out} is an earlier {marker.get('dataset')} build, not {dataset}; not replacing it")
+    extra = sorted(set(_paths(out)) - set(marker.get("files") or ()) - {BUILD_MARKER})
+    if extra:
+        more = f" and {len(extra) - 3:,} more" if len(extra) > 3 else ""
+        raise EarthvlError(
+            f"output {out} holds files earthvl did not write ({', '.join(extra[:3])}{more}); not replacing it: move "
+            "them elsewhere first"
+        )
+    return out
+
+
 @contextmanager
 def output_folder(out: str | Path, dataset: str) -> Iterator[Path]:
-    """A staging folder that replaces `out` in one rename once the build succeeds, and vanishes if it fails.
-
-    Refuses to replace anything but an empty folder or an earlier build (recognised by its build report)."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).is_file())):
-        raise EarthvlError(f"output {out} exists and is not an earlier {dataset} build (no {REPORT_FILE}); not replacing it")
+    """A staging folder that replaces `out` in one rename once the build succeeds, and vanishes if it fails; the
+    build's `BUILD_MARKER` is written last. `check_output` says which `out` may be replaced."""
+    out = check_output(out, dataset)
     with staged_dir(out, replace=True) as staging:
         yield staging
+        marker = {"built_by": "earthvl", "version": __version__, "dataset": dataset, "files": _paths(staging)}
+        (staging / BUILD_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def default_num_proc() -> int:
@@ -218,4 +259,7 @@ def report_summary(dataset: str, out: str | Path, report: Mapping[str, Any]) -> 
         lines.append(f"  {config}: " + ", ".join(f"{split} {rows:,}" for split, rows in splits.items()))
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped']):,} records; reasons in {Path(out) / REPORT_FILE}")
+    shared = sum(len(names) for names in report.get("duplicate_members", {}).values())
+    if shared:
+        lines.append(f"  {shared:,} file names belong to more than one zip member; listed in {Path(out) / REPORT_FILE}")
     return "\n".join(lines)

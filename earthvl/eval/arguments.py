@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from earthvl.eval.batches import ON_BAD_IMAGE
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.clip import LONG_TEXT
+
+
+def check_positive(options: Any, *names: str) -> None:
+    """A ValueError naming the first of the integer options `names` that is set and below 1."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 @dataclass
@@ -63,10 +72,9 @@ class EvalArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"max_samples must be at least 1, got {self.max_samples}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_positive(self, "max_samples", "batch_size", "max_pixels")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are both set: choose one")
 
@@ -92,6 +100,9 @@ class CaptionArguments:
     )
     num_beams: int | None = field(default=None, metadata={"help": "Beams (default: greedy for LLaVA, the model's setting for BLIP-2)."})
 
+    def __post_init__(self) -> None:
+        check_positive(self, "max_new_tokens", "num_beams")
+
 
 @dataclass
 class ClassifyArguments:
@@ -105,6 +116,9 @@ class ClassifyArguments:
         default=None, metadata={"help": "CLIP prompt templates with {c} for the class name (default: the benchmark's)."}
     )
     max_new_tokens: int = field(default=16, metadata={"help": "Most tokens a VLM may answer with."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_new_tokens")
 
 
 @dataclass
@@ -121,3 +135,6 @@ class RetrieveArguments:
         },
     )
     max_text_chunks: int = field(default=8, metadata={"help": "Most chunks per caption with long_text chunks."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_text_chunks")

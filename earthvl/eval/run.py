@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from earthvl.atomic import write_bytes
+from earthvl.atomic import check_writable, write_bytes
 from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import load_benchmark
@@ -43,6 +43,7 @@ def predictions_path(out: str | Path) -> Path:
 
 def evaluate(task: str, args: EvalArguments, task_args: Any) -> dict[str, Any]:
     """Run `task` as `args` and `task_args` say, write the results file (and predictions), and return the results."""
+    check_writable(args.out, "results file")
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     benchmark = load_benchmark(

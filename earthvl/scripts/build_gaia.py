@@ -60,6 +60,10 @@ class BuildGaiaArguments:
     )
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be at least 1, got {self.max_pixels}")
+
 
 def make_parser(prog: str = "earthvl build gaia") -> TrlParser:
     return TrlParser(BuildGaiaArguments, prog=prog, description=__doc__.splitlines()[0])

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from earthvl.atomic import check_writable
 from earthvl.cards.model import write_model_card
 from earthvl.errors import EarthvlError
+from earthvl.hub import check_repo_id
 
 
 @dataclass
@@ -53,6 +55,10 @@ class CardArguments:
         metadata={"help": "Describe MODEL_DIR/merged (the adapter folded into its base) instead of the adapter."},
     )
 
+    def __post_init__(self) -> None:
+        if self.model_id is not None:
+            check_repo_id(self.model_id, "--model_id")
+
 
 def make_parser(prog: str = "earthvl card") -> TrlParser:
     return TrlParser(CardArguments, prog=prog, description=__doc__.splitlines()[0])
@@ -61,6 +67,8 @@ def make_parser(prog: str = "earthvl card") -> TrlParser:
 def main(args: CardArguments) -> int:
     if not args.results and args.model_dir is None:
         raise EarthvlError("give results files (--results) and/or the model folder (--model_dir)")
+    if args.out is not None:
+        check_writable(args.out, "model card")
     path = write_model_card(
         args.results or (),
         args.out,

@@ -15,6 +15,7 @@ from trl import TrlParser
 
 from earthvl.errors import EarthvlError
 from earthvl.space.app import DEMO_MAX_PIXELS, DemoApp, launch, require_gradio, resolve_settings
+from earthvl.space.gallery import read_gallery
 
 
 @dataclass
@@ -51,6 +52,8 @@ class DemoArguments:
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise ValueError(f"--max_pixels must be positive, got {self.max_pixels}")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"--port must be from 1 to 65535, got {self.port}")
 
 
 def make_parser(prog: str = "earthvl demo") -> TrlParser:
@@ -58,8 +61,10 @@ def make_parser(prog: str = "earthvl demo") -> TrlParser:
 
 
 def main(args: DemoArguments) -> int:
-    require_gradio()
     settings = resolve_settings(None, vlm_model=args.vlm_model, clip_model=args.clip_model, gallery=args.gallery)
+    if settings.gallery:
+        read_gallery(settings.gallery)  # a missing or broken gallery is named before anything heavy loads
+    require_gradio()
     app = DemoApp(settings, max_pixels=args.max_pixels)
     print(f"loading {settings.vlm_model} and {settings.clip_model}, embedding the gallery {app.gallery_dir} ...")
     app.load()

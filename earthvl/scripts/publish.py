@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from earthvl.errors import EarthvlError
-from earthvl.hub import check_space_folder, folder_kind, publish_dataset, publish_model, publish_space
+from earthvl.hub import check_repo_id, check_space_folder, folder_kind, publish_dataset, publish_model, publish_space
 
 
 @dataclass
@@ -53,6 +53,11 @@ class PublishArguments:
     )
     private: bool = field(default=False, metadata={"help": "Create the repository as private."})
     commit_message: str | None = field(default=None, metadata={"help": "Commit message (default: names the folder)."})
+
+    def __post_init__(self) -> None:
+        for option in ("repo", "space"):
+            if getattr(self, option) is not None:
+                check_repo_id(getattr(self, option), f"--{option}")
 
 
 def make_parser(prog: str = "earthvl publish") -> TrlParser:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
+from earthvl.atomic import check_writable
 from earthvl.errors import EarthvlError
 from earthvl.quickstart import (
     SAMPLE,
@@ -88,6 +89,8 @@ class QuickstartArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
 
 
 TRAIN_CONFIGS = {"chatearthnet": "gpt35", "gaia": "default"}
@@ -237,7 +240,7 @@ def _write_space(out: Path, gallery: str) -> None:
 
 
 def main(args: QuickstartArguments) -> int:
-    out = Path(args.out).resolve()
+    out = check_writable(Path(args.out).resolve(), "quickstart folder", folder=True)
     work = plan(args)
     require_gradio()  # the last step pins Gradio in the Space folder: say so now rather than after the training
     print(f"earthvl quickstart: {len(work.steps)} steps into {out}")

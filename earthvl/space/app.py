@@ -52,7 +52,10 @@ MAX_ASPECT = 50
 """Longest side / shortest side: a 1 x 1,000,000 strip would become enormous once resized to the model's input."""
 MAX_UPLOAD_SIZE = "50mb"
 MAX_PROMPT_CHARS = 2000
+MAX_QUERY_CHARS = 1000
+"""A retrieval query: CLIP reads 77 tokens of it (a few chunks when split at sentence ends); longer only costs CPU."""
 MAX_LABELS = 200
+MAX_LABEL_CHARS = 100
 TOP_CLASSES = 5
 DEFAULT_RESULTS = 6
 ERROR_PREFIX = "**Error:** "
@@ -157,6 +160,9 @@ def choose_labels(labels_text: str | None, preset: str | None) -> LabelSet:
         raise EarthvlError(f"type at least two labels, separated by commas or new lines (got only {typed[0]!r})")
     if len(typed) > MAX_LABELS:
         raise EarthvlError(f"type at most {MAX_LABELS} labels (got {len(typed)})")
+    longest = max(typed, key=len, default="")
+    if len(longest) > MAX_LABEL_CHARS:
+        raise EarthvlError(f"a label is {len(longest):,} characters long; keep each under {MAX_LABEL_CHARS:,}")
     if typed:
         return LabelSet(tuple(typed), REMOTE_SENSING_TEMPLATES)
     if not preset:
@@ -289,6 +295,8 @@ class DemoApp:
         query = (query or "").strip()
         if not query:
             raise EarthvlError("type what to look for, e.g. 'a river crossing farmland'")
+        if len(query) > MAX_QUERY_CHARS:
+            raise EarthvlError(f"the query is {len(query):,} characters long; keep it under {MAX_QUERY_CHARS:,}")
         images, embeddings = self.gallery()
         if not images:
             raise EarthvlError(f"the gallery {self.gallery_dir} has no images")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainingArguments
@@ -23,7 +23,7 @@ from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.captions import ALT_TEXT_COLUMN, caption_datasets, caption_texts
 from earthvl.train.collate import Blip2Collator
-from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, mix, run, save_outputs
+from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, check_training, mix, run, save_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ CAPTION_FIT_ROWS = 2000
 @dataclass
 class Blip2ScriptArguments(DataArguments):
     """What to train on and how to caption: any config with an image column and captions."""
+
+    positive_options: ClassVar[tuple[str, ...]] = (
+        *DataArguments.positive_options, "max_caption_tokens", "num_beams", "max_new_tokens"
+    )
 
     caption_scheme: str = field(
         default="synthetic-sample",
@@ -96,6 +100,7 @@ def caption_limit(model: Any, processor: Any, prompt: str, requested: int | None
 
 def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, model_args: Blip2ModelArguments) -> Blip2Trainer:
     """Fine-tune, then save the adapter (or model), processor and generation settings into `output_dir`."""
+    check_training(training_args)
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     training_args.label_names = training_args.label_names or ["labels"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -17,7 +18,16 @@ from earthvl.models.clip import LONG_TEXT, TextChunker, load_clip, mean_embeddin
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.captions import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
 from earthvl.train.collate import ClipCollator
-from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, mix, run, save_outputs, short_name
+from earthvl.train.foundation import (
+    DataArguments,
+    EarthvlTraining,
+    EpochCallback,
+    check_training,
+    mix,
+    run,
+    save_outputs,
+    short_name,
+)
 from earthvl.train.losses import contrastive_loss
 
 logger = logging.getLogger(__name__)
@@ -30,6 +40,8 @@ TEXT_FIT_ROWS = 2000
 @dataclass
 class ClipScriptArguments(DataArguments):
     """What to train on: any config with an image column and captions (GAIA `captions`, ChatEarthNet `caption`)."""
+
+    positive_options: ClassVar[tuple[str, ...]] = (*DataArguments.positive_options, "max_text_chunks")
 
     caption_scheme: str = field(
         default="synthetic-mean",
@@ -103,6 +115,7 @@ class ClipTrainer(EarthvlTraining, Trainer):
 
 def main(script_args: ClipScriptArguments, training_args: TrainingArguments, model_args: ClipModelArguments) -> ClipTrainer:
     """Fine-tune, then save the model and processor into `training_args.output_dir`; returns the trainer."""
+    check_training(training_args)
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     model, processor = load_clip(

@@ -12,14 +12,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
+from earthvl.atomic import check_writable
 from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
@@ -72,9 +73,32 @@ class DataArguments:
         },
     )
 
+    positive_options: ClassVar[tuple[str, ...]] = ("max_pixels", "max_eval_samples")
+    """Integer options that must be at least 1 when set; subclasses add theirs."""
+
     def __post_init__(self) -> None:
         if self.eval_split is not None and self.eval_split.lower() in ("", "none", "null"):
             self.eval_split = None
+        for name in self.positive_options:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.dataset_weights is not None and not all(weight > 0 for weight in self.dataset_weights):
+            raise ValueError(f"dataset_weights must all be positive, got {self.dataset_weights}")
+
+
+def check_training(args: TrainingArguments) -> None:
+    """Refuse training options that transformers accepts but that would fail late or train nothing (a batch of 0,
+    no epochs and no steps), and an output folder that cannot be written: before any data or model loads."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, name)
+        if value < 1:
+            raise EarthvlError(f"{name} must be at least 1, got {value}")
+    if args.max_steps <= 0 and not args.num_train_epochs > 0:
+        raise EarthvlError(f"num_train_epochs must be positive (or set max_steps), got {args.num_train_epochs}")
+    if args.dataloader_num_workers < 0:
+        raise EarthvlError(f"dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}")
+    check_writable(args.output_dir, "training output folder", folder=True)
 
 
 def split_name(spec: str) -> tuple[str, str | None]:

@@ -27,6 +27,7 @@ from earthvl.train.foundation import (
     DataArguments,
     EarthvlTraining,
     EpochCallback,
+    check_training,
     load_sources,
     mix,
     run,
@@ -166,6 +167,7 @@ def base_model(model_args: VlmModelArguments) -> str:
 
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> VlmTrainer:
     """Train, save the adapter (or model) and processor into `training_args.output_dir`; returns the trainer."""
+    check_training(training_args)
     base = base_model(model_args)
     if training_args.remove_unused_columns:
         logger.info("remove_unused_columns set to False: conversation rows are made on access from the image columns")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import multiprocessing
 import os
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image as PILImage
@@ -32,6 +35,7 @@ from earthvl.builders.folder import (
     BuildReport,
     ShardWriter,
     Skip,
+    check_output,
     choose,
     default_num_proc,
     name_shards,
@@ -43,6 +47,33 @@ from earthvl.images import PIL_ERRORS
 
 CHUNK_RECORDS = 2_048
 """Records read and written as one unit, in this process or a worker; a shard never spans two chunks."""
+MAX_JSON_BYTES = 512 * 2**20
+"""Largest caption JSON read (upstream's largest, gpt35 train, is about a fifth of this)."""
+MAX_JSON_RATIO = 100
+"""Largest compression ratio of a caption JSON in `json_files.zip` (JSON text deflates about 10-fold; bombs 1000)."""
+MAX_PNG_BYTES = 2**20
+"""Largest PNG read: a 256x256 8-bit RGB PNG is at most ~200 KB, even stored uncompressed."""
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+"""Compression methods Python's zipfile reads (not deflate64, method 9, which some Windows tools write)."""
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, RuntimeError, NotImplementedError)
+"""What reading a damaged, encrypted or oddly compressed member raises (bad CRC, bad deflate data, ...)."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale-alpha", 6: "RGBA"}
+
+
+class _Unreadable(Exception):
+    """A file or zip member that cannot be read; its message says why."""
+
+
+def _read_capped(stream: IO[bytes], limit: int, claimed: int) -> bytes:
+    """All of `stream`, read in chunks, refusing to go past `limit` bytes whatever its header `claimed`."""
+    chunks, total = [], 0
+    while chunk := stream.read(min(2**20, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _Unreadable(f"holds more than the {claimed:,} bytes its header claims")
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -63,13 +94,34 @@ class _TreeSource:
         path = self.root / rel
         if not path.is_file():
             raise EarthvlError(f"caption file {path} is missing")
-        return path.read_bytes()
+        try:
+            return self._read(path, MAX_JSON_BYTES)
+        except _Unreadable as error:
+            raise EarthvlError(f"cannot read caption file {path}: {error}") from error
 
     def read_image(self, group: str, file_name: str) -> bytes:
-        path = self.root / layout.image_path(group, file_name)
+        rel = layout.image_path(group, file_name)
+        path = self.root / rel
         if not path.is_file():
-            raise Skip(f"missing PNG {layout.image_path(group, file_name)}")
-        return path.read_bytes()
+            raise Skip(f"missing PNG {rel}")
+        try:
+            return self._read(path, MAX_PNG_BYTES)
+        except _Unreadable as error:
+            raise Skip(f"cannot read {rel}: {error}") from error
+
+    @staticmethod
+    def _read(path: Path, limit: int) -> bytes:
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise _Unreadable(f"it is {size:,} bytes, over the limit of {limit:,}")
+            with path.open("rb") as stream:
+                return _read_capped(stream, limit, size)
+        except OSError as error:
+            raise _Unreadable(error.strerror or str(error)) from error
+
+    def duplicates(self) -> dict[str, dict[str, list[str]]]:
+        return {}
 
     def close(self) -> None:
         pass
@@ -83,7 +135,7 @@ class _ZipSource:
     def __init__(self, root: Path, groups: Iterable[str]) -> None:
         self.root = root
         self._zips: dict[str, zipfile.ZipFile] = {}
-        self._members: dict[str, dict[str, str]] = {}
+        self._members: dict[str, dict[str, list[zipfile.ZipInfo]]] = {}
         try:
             for key in ("json", *groups):
                 self._open(key)
@@ -100,23 +152,83 @@ class _ZipSource:
         except zipfile.BadZipFile as error:
             raise EarthvlError(f"{path} is not a valid zip archive: {error}") from error
         self._zips[key] = archive
-        self._members[key] = {name.rsplit("/", 1)[-1]: name for name in archive.namelist() if not name.endswith("/")}
+        members: dict[str, list[zipfile.ZipInfo]] = {}
+        for info in archive.infolist():
+            if not info.is_dir():
+                members.setdefault(info.filename.rsplit("/", 1)[-1], []).append(info)
+        self._members[key] = members
 
-    def _read(self, key: str, base_name: str) -> bytes | None:
-        member = self._members[key].get(base_name)
-        return None if member is None else self._zips[key].read(member)
+    def duplicates(self) -> dict[str, dict[str, list[str]]]:
+        """Base names that more than one member has, per zip: the member at the upstream path is read, if any."""
+        shared: dict[str, dict[str, list[str]]] = {}
+        for key, members in self._members.items():
+            for base, infos in sorted(members.items()):
+                if len(infos) > 1:
+                    shared.setdefault(layout.ZIP_NAMES[key], {})[base] = sorted(info.filename for info in infos)
+        return shared
+
+    def _find(self, key: str, upstream: str) -> zipfile.ZipInfo | None:
+        """The member for the upstream path `upstream`: the only one with its base name, else the one at that path."""
+        base = upstream.rsplit("/", 1)[-1]
+        infos = self._members[key].get(base, [])
+        if len(infos) < 2:
+            return infos[0] if infos else None
+        exact = [info for info in infos if info.filename == upstream]
+        if len(exact) == 1:
+            return exact[0]
+        names = ", ".join(sorted(info.filename for info in infos))
+        where = "" if exact else f", none at {upstream}"
+        raise _Unreadable(f"{len(infos)} members named {base} in {layout.ZIP_NAMES[key]}{where}: {names}")
+
+    def _read(self, key: str, info: zipfile.ZipInfo, limit: int, max_ratio: float | None = None) -> bytes:
+        """The member's bytes, checked from its header (encryption, method, size, ratio) before any is inflated."""
+        if info.flag_bits & 0x1:
+            raise _Unreadable("it is encrypted")
+        if info.compress_type not in ZIP_METHODS:
+            method = zipfile.compressor_names.get(info.compress_type, "unknown")
+            raise _Unreadable(
+                f"compression method {info.compress_type} ({method}) is not supported by Python's zipfile: extract "
+                f"{layout.ZIP_NAMES[key]} (e.g. with 7-Zip) and build from the extracted tree"
+            )
+        if info.file_size > limit:
+            raise _Unreadable(f"it is {info.file_size:,} bytes, over the limit of {limit:,}")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if max_ratio is not None and ratio > max_ratio:
+            raise _Unreadable(
+                f"it inflates {info.compress_size:,} bytes to {info.file_size:,} ({ratio:,.0f} to 1), over the "
+                f"limit of {max_ratio} to 1"
+            )
+        try:
+            with self._zips[key].open(info) as stream:
+                return _read_capped(stream, limit, info.file_size)
+        except ZIP_READ_ERRORS as error:
+            raise _Unreadable(str(error) or type(error).__name__) from error
 
     def read_json(self, rel: str) -> bytes:
-        data = self._read("json", rel.rsplit("/", 1)[-1])
-        if data is None:
-            raise EarthvlError(f"caption file {rel} is missing from {self.root / layout.ZIP_NAMES['json']}")
-        return data
+        zip_name = layout.ZIP_NAMES["json"]
+        try:
+            info = self._find("json", rel)
+        except _Unreadable as error:
+            raise EarthvlError(f"caption file {rel}: {error}") from error
+        if info is None:
+            raise EarthvlError(f"caption file {rel} is missing from {self.root / zip_name}")
+        try:
+            return self._read("json", info, MAX_JSON_BYTES, MAX_JSON_RATIO)
+        except _Unreadable as error:
+            raise EarthvlError(f"cannot read caption file {info.filename} in {zip_name}: {error}") from error
 
     def read_image(self, group: str, file_name: str) -> bytes:
-        data = self._read(group, file_name)
-        if data is None:
-            raise Skip(f"missing PNG {file_name} in {layout.ZIP_NAMES[group]}")
-        return data
+        zip_name = layout.ZIP_NAMES[group]
+        try:
+            info = self._find(group, layout.image_path(group, file_name))
+        except _Unreadable as error:
+            raise Skip(str(error)) from error
+        if info is None:
+            raise Skip(f"missing PNG {file_name} in {zip_name}")
+        try:
+            return self._read(group, info, MAX_PNG_BYTES)
+        except _Unreadable as error:
+            raise Skip(f"cannot read {info.filename} in {zip_name}: {error}") from error
 
     def close(self) -> None:
         for archive in self._zips.values():
@@ -185,7 +297,10 @@ def _base_row(record: Any) -> dict[str, Any]:
     if parsed is None:
         raise Skip("file name does not match <x>_<y>_patch<ij>.png")
     tile_x, tile_y, patch = parsed
-    lat, lon = layout.patch_center(tile_x, tile_y, patch)
+    try:
+        lat, lon = layout.patch_center(tile_x, tile_y, patch)
+    except ValueError as error:
+        raise Skip(str(error)) from error
     return {
         "caption": _caption(record),
         "file_name": file_name,
@@ -216,14 +331,34 @@ def _is_blank(png: bytes, where: str) -> bool:
 
 
 def _check_png(png: bytes, where: str) -> int:
-    """Check chunk structure and CRCs without decoding the pixels; the raw size in bytes of the decoded image."""
+    """Check from the header that `png` is an 8-bit RGB PNG of the patch size, then its chunk structure and CRCs,
+    without decoding the pixels; the raw size in bytes of the decoded image."""
+    if not png.startswith(PNG_SIGNATURE):
+        raise Skip(f"{where} is not a PNG ({_format_of(png)})")
+    if len(png) < 26 or png[12:16] != b"IHDR":
+        raise Skip(f"corrupt PNG {where}: it does not start with an IHDR chunk")
+    width, height, depth, color = struct.unpack(">IIBB", png[16:26])
+    if (depth, color) != (8, 2):
+        kind = f"{depth}-bit {PNG_COLOR_TYPES.get(color, f'colour type {color}')}"
+        raise Skip(f"{where} is {'an' if kind.startswith('8') else 'a'} {kind} PNG, expected 8-bit RGB")
+    size = layout.PATCH_SIZE
+    if (width, height) != (size, size):
+        raise Skip(f"{where} is {width}x{height} px, expected {size}x{size}")
     try:
         with PILImage.open(io.BytesIO(png)) as image:
-            raw = image.width * image.height * len(image.getbands())
             image.verify()
     except PIL_ERRORS as error:
         raise Skip(f"corrupt PNG {where}: {error}") from error
-    return raw
+    return width * height * 3
+
+
+def _format_of(data: bytes) -> str:
+    """What a non-PNG image slot holds, for the report: `JPEG data`, or `unrecognised data`."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            return f"{image.format} data"
+    except PIL_ERRORS:
+        return "unrecognised data"
 
 
 def _image(png: bytes, file_name: str) -> dict[str, Any]:
@@ -252,6 +387,8 @@ def _load_records(source: _TreeSource | _ZipSource, json_file: str) -> list[Any]
         records = json.loads(source.read_json(json_file))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EarthvlError(f"caption file {json_file} is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise EarthvlError(f"caption file {json_file} nests its JSON too deeply to be read") from error
     if not isinstance(records, list):
         raise EarthvlError(f"caption file {json_file} should hold a list of records, got {type(records).__name__}")
     return records
@@ -286,6 +423,8 @@ class _Chunk:
     configs: list[str]
     folder: Path
     max_bytes: int
+    duplicates: dict[int, str]
+    """Record index -> why it repeats an earlier record (skipped)."""
 
 
 @dataclass
@@ -307,8 +446,11 @@ def _write_chunk(source: _TreeSource | _ZipSource, chunk: _Chunk) -> _ChunkResul
     json_file = layout.json_path(chunk.caption_source, chunk.split)
     skipped = []
     for index, record in enumerate(chunk.records, start=chunk.start):
-        row, extra = _record_rows(source, record, multispectral=bool(ms_configs))
         where = {"split": chunk.split, "json_file": json_file, "record": index, "file_name": _record_name(record)}
+        if index in chunk.duplicates:
+            skipped.append((chunk.configs, where, chunk.duplicates[index]))
+            continue
+        row, extra = _record_rows(source, record, multispectral=bool(ms_configs))
         if isinstance(row, str):
             skipped.append((chunk.configs, where, row))
             continue
@@ -364,6 +506,20 @@ class _ChunkWriter:
             self.pool.join()
 
 
+def _duplicates(records: list[Any], json_file: str, seen: dict[str, str]) -> dict[int, str]:
+    """Records whose file name an earlier record of the caption source (`seen`: name -> where) already has."""
+    duplicates = {}
+    for index, record in enumerate(records):
+        name = _record_name(record)
+        if name is None:
+            continue
+        if name in seen:
+            duplicates[index] = f"duplicate file name {name}: first in {seen[name]}"
+        else:
+            seen[name] = f"{json_file} record {index}"
+    return duplicates
+
+
 def _build_split(
     writer: _ChunkWriter,
     caption_source: str,
@@ -372,12 +528,19 @@ def _build_split(
     folder: Path,
     report: BuildReport,
     options: Mapping[str, Any],
-) -> None:
-    """One pass over a caption JSON feeding both its RGB-only and its multispectral config (whichever are built)."""
-    records = _load_records(writer.source, layout.json_path(caption_source, split))
+    seen: dict[str, str],
+) -> int:
+    """One pass over a caption JSON feeding both its RGB-only and its multispectral config (whichever are built);
+    the number of records it holds."""
+    json_file = layout.json_path(caption_source, split)
+    records = _load_records(writer.source, json_file)
+    duplicates = _duplicates(records, json_file, seen)
     size = CHUNK_RECORDS
     chunks = [
-        _Chunk(caption_source, split, part, start, records[start : start + size], configs, folder, options["max_bytes"])
+        _Chunk(
+            caption_source, split, part, start, records[start : start + size], configs, folder, options["max_bytes"],
+            {index: why for index, why in duplicates.items() if start <= index < start + size},
+        )
         for part, start in enumerate(range(0, len(records), size))
     ]
     shards: dict[str, list[Path]] = {config: [] for config in configs}
@@ -393,6 +556,17 @@ def _build_split(
     for config in configs:
         name_shards(folder / DATA_DIR / config, split, features_for(CONFIGS[config][1]), shards[config])
         report.rows.setdefault(config, {})[split] = rows[config]
+    return len(records)
+
+
+def _nothing_usable(config: str, counts: Mapping[str, int], report: BuildReport) -> EarthvlError:
+    """The error for a config that got no row: which caption files, how many records, and why they were skipped."""
+    files = ", ".join(f"{json_file} ({count:,} records)" for json_file, count in counts.items())
+    if not any(counts.values()):
+        return EarthvlError(f"no usable record for {config}: {files} hold no records")
+    reasons = list(dict.fromkeys(s["reason"] for s in report.skipped if s["config"] == config))
+    examples = "; ".join(reasons[:3])
+    return EarthvlError(f"no usable record for {config}: every record of {files} was skipped, e.g. {examples}")
 
 
 def _build_into(
@@ -405,10 +579,17 @@ def _build_into(
     report = BuildReport(str(writer.source.root), writer.source.kind)
     for caption_source in dict.fromkeys(CONFIGS[c][0] for c in configs):
         chosen = [c for c in configs if CONFIGS[c][0] == caption_source]
+        counts, seen = {}, {}
         for split in splits:
             for config in chosen:
                 (folder / DATA_DIR / config).mkdir(parents=True, exist_ok=True)
-            _build_split(writer, caption_source, split, chosen, folder, report, options)
+            counts[layout.json_path(caption_source, split)] = _build_split(
+                writer, caption_source, split, chosen, folder, report, options, seen
+            )
+        for config in chosen:
+            if not any(report.rows[config].values()):
+                raise _nothing_usable(config, counts, report)
+    report.notes["duplicate_members"] = writer.source.duplicates()
     return report
 
 
@@ -436,6 +617,9 @@ def build_chatearthnet(
     process); the output does not depend on `num_proc`."""
     config_list = choose("configs", configs, CONFIGS)
     split_list = choose("splits", splits, layout.SPLITS)
+    if num_proc is not None and num_proc < 1:
+        raise EarthvlError(f"num_proc must be at least 1, got {num_proc}")
+    check_output(out, "ChatEarthNet")  # before any download
     groups = ["rgb", *(EXTRA_GROUPS if any(CONFIGS[c][1] for c in config_list) else ())]
     source = open_source(fetch_zenodo_source(str(source), groups, download_dir, progress) or Path(source), groups)
     writer = _ChunkWriter(source, groups, num_proc or default_num_proc())

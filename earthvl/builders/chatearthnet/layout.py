@@ -53,6 +53,7 @@ UPSTREAM_SPLIT_SIZES: dict[str, dict[str, int]] = {
 PATCH_SIZE = 256
 TILE_SIZE = 512
 ZOOM = 13
+TILES_PER_AXIS = 2**ZOOM
 PATCHES = ("00", "01", "10", "11")
 """Quarters of a 512 px tile as `<row><col>` (0 = top/left) [inferred from the names]."""
 
@@ -62,7 +63,7 @@ def json_path(source: str, split: str) -> str:
     return f"{JSON_DIR}/ChatEarthNet_caps_{CAPTION_SOURCES[source]}_{SPLITS[split]}.json"
 
 
-PATCH_FILE_NAME = re.compile(r"^(\d+)_(\d+)_patch([01]{2})\.png$")
+PATCH_FILE_NAME = re.compile(r"^(\d{1,12})_(\d{1,12})_patch([01]{2})\.png$", re.ASCII)
 
 
 def patch_file_name(tile_x: int, tile_y: int, patch: str) -> str:
@@ -82,8 +83,11 @@ def image_path(group: str, file_name: str) -> str:
 
 
 def patch_center(tile_x: int, tile_y: int, patch: str) -> tuple[float, float]:
-    """(lat, lon) in degrees of a patch centre, from its Web-Mercator zoom-13 tile and quarter."""
-    n = 2**ZOOM
+    """(lat, lon) in degrees of a patch centre, from its Web-Mercator zoom-13 tile and quarter; a ValueError for a
+    tile outside the grid."""
+    n = TILES_PER_AXIS
+    if not (0 <= tile_x < n and 0 <= tile_y < n):
+        raise ValueError(f"tile {tile_x}_{tile_y} is outside the zoom-13 grid (0 to {n - 1})")
     fx = tile_x + 0.25 + 0.5 * int(patch[1])
     fy = tile_y + 0.25 + 0.5 * int(patch[0])
     lon = fx / n * 360.0 - 180.0
@@ -93,7 +97,7 @@ def patch_center(tile_x: int, tile_y: int, patch: str) -> tuple[float, float]:
 
 def tile_for(lat: float, lon: float) -> tuple[int, int]:
     """Zoom-13 Web-Mercator tile (x, y) containing a point."""
-    n = 2**ZOOM
+    n = TILES_PER_AXIS
     x = int((lon + 180.0) / 360.0 * n)
     lat_r = math.radians(lat)
     y = int((1.0 - math.asinh(math.tan(lat_r)) / math.pi) / 2.0 * n)

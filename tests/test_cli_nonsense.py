@@ -1,0 +1,159 @@
+"""Every `earthvl` subcommand given nonsense (negative or zero counts, unwritable or impossible outputs, missing
+inputs, bad ports, unknown choices): exit code 2 and one error line naming the problem, never a traceback, and
+nothing loaded or written first. Runs the CLI in this process (a subprocess per case would cost seconds each)."""
+
+import pytest
+
+from earthvl.cli import COMMANDS, main
+
+UNWRITABLE = "/proc/earthvl-nonsense/out"
+"""A path no process can create, whoever runs the tests (root included)."""
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    """A regular file (for FILE/out paths), an existing folder, an earlier build reached through a symbolic link."""
+    root = tmp_path_factory.mktemp("nonsense")
+    (root / "file.txt").write_text("a regular file")
+    (root / "folder").mkdir()
+    return root
+
+
+def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
+    """Command -> (arguments, a fragment the error line must hold)."""
+    file_out = str(places / "file.txt" / "out")
+    folder = str(places / "folder")
+    cen = str(sample_world.chatearthnet.root)
+    gaia = str(sample_world.gaia.root)
+    scenes = str(sample_world.scenes)
+    missing = str(places / "missing")
+    training = {
+        "vlm": ["--config", "vlm/tiny"],
+        "clip": ["--config", "clip/tiny"],
+        "blip2": ["--config", "blip2/tiny"],
+    }
+    train = {
+        f"train {name}": [
+            (recipe + ["--datasets", missing, "--output_dir", UNWRITABLE], "/proc"),
+            (recipe + ["--datasets", missing, "--output_dir", file_out], "is not a folder"),
+            (recipe + ["--datasets", missing, "--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+            (recipe + ["--datasets", missing, "--per_device_eval_batch_size", "-2"], "per_device_eval_batch_size"),
+            (recipe + ["--datasets", missing, "--gradient_accumulation_steps", "0"], "gradient_accumulation_steps"),
+            (recipe + ["--datasets", missing, "--num_train_epochs", "-1"], "num_train_epochs"),
+            (recipe + ["--datasets", missing, "--num_train_epochs", "0", "--max_steps", "-1"], "num_train_epochs"),
+            (recipe + ["--datasets", missing, "--max_pixels", "-1"], "max_pixels"),
+            (recipe + ["--datasets", missing, "--max_eval_samples", "0"], "max_eval_samples"),
+            (recipe + ["--datasets", missing, "--dataset_weights", "-1"], "dataset_weights"),
+            (recipe + ["--datasets", missing, "--on_bad_image", "ignore"], "invalid choice: 'ignore'"),
+            (recipe + ["--datasets", missing, "--output_dir", str(places / "run")], missing),
+        ]
+        for name, recipe in training.items()
+    }
+    evaluation = {
+        f"eval {task}": [
+            (["--model", "tiny-clip", "--dataset", scenes, "--out", f"{UNWRITABLE}/e.json"], "/proc"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--out", f"{file_out}/e.json"], "is not a folder"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--out", folder], "is a folder"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--max_samples", "0"], "max_samples"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--batch_size", "-1"], "batch_size"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--num_workers", "-1"], "num_workers"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--max_pixels", "0"], "max_pixels"),
+            (["--model", "tiny-clip", "--dataset", scenes, "--dtype", "float8"], "invalid choice: 'float8'"),
+            (["--model", "tiny-clip", "--dataset", missing, "--out", str(places / "e.json")], missing),
+        ]
+        for task in ("caption", "classify", "retrieve")
+    }
+    evaluation["eval caption"] += [
+        (["--model", "tiny-blip2", "--dataset", scenes, "--max_new_tokens", "0"], "max_new_tokens"),
+        (["--model", "tiny-blip2", "--dataset", scenes, "--num_beams", "0"], "num_beams"),
+    ]
+    evaluation["eval classify"] += [(["--model", "tiny-llava", "--dataset", scenes, "--max_new_tokens", "-3"], "max_new_tokens")]
+    evaluation["eval retrieve"] += [
+        (["--model", "tiny-clip", "--dataset", scenes, "--max_text_chunks", "0"], "max_text_chunks"),
+        (["--model", "tiny-clip", "--dataset", scenes, "--long_text", "all"], "invalid choice: 'all'"),
+    ]
+    return {
+        "quickstart": [
+            (["--out", UNWRITABLE], "/proc"),
+            (["--out", file_out], "is not a folder"),
+            (["--out", str(places / "quickstart"), "--tiles", "0"], "tiles"),
+            (["--out", str(places / "quickstart"), "--max_train_steps", "-1"], "max_train_steps"),
+            (["--out", str(places / "quickstart"), "--seed", "-1"], "seed"),
+        ],
+        "sample": [
+            (["--out", UNWRITABLE], "/proc"),
+            (["--out", file_out], file_out),
+            (["--out", folder, "--tiles", "0"], "tiles"),
+            (["--out", folder, "--tiles", "-4"], "tiles"),
+            (["--out", folder, "--gaia_images", "-1"], "gaia_images"),
+            (["--out", folder, "--seed", "-1"], "seed"),
+        ],
+        "build chatearthnet": [
+            (["--source", cen, "--out", UNWRITABLE], "/proc"),
+            (["--source", cen, "--out", file_out], "is not a folder"),
+            (["--source", cen, "--out", str(places / "cen"), "--num_proc", "0"], "num_proc"),
+            (["--source", cen, "--out", str(places / "cen"), "--num_proc", "-1"], "num_proc"),
+            (["--source", missing, "--out", str(places / "cen")], missing),
+            (["--source", cen, "--out", str(places / "cen"), "--configs", "gpt5"], "gpt5"),
+            (["--source", cen, "--out", folder + "/../file.txt"], "not a folder"),
+        ],
+        "build gaia": [
+            (["--source", gaia, "--out", UNWRITABLE], "/proc"),
+            (["--source", gaia, "--out", file_out], "is not a folder"),
+            (["--source", gaia, "--out", str(places / "gaia"), "--max_pixels", "-1"], "max_pixels"),
+            (["--source", gaia, "--out", str(places / "gaia"), "--max_pixels", "0"], "max_pixels"),
+            (["--source", gaia, "--out", str(places / "gaia"), "--resize", "0"], "resize"),
+            (["--source", missing, "--out", str(places / "gaia")], missing),
+            (["--source", gaia, "--out", str(places / "gaia"), "--images", "ftp"], "invalid choice: 'ftp'"),
+        ],
+        "publish": [
+            ([folder, "--repo", "not a repo id!"], "not a repo id!"),
+            ([folder, "--repo", "org/name/extra"], "org/name/extra"),
+            ([folder, "--space", "<b>--- x"], "<b>--- x"),
+            ([missing, "--repo", "me/x"], missing),
+            ([folder, "--repo", "me/x", "--repo_type", "notebook"], "invalid choice: 'notebook'"),
+        ],
+        **train,
+        **evaluation,
+        "card": [
+            (["--results", missing, "--out", str(places / "card.md"), "--model_id", "<b>--- x"], "<b>--- x"),
+            (["--results", missing, "--out", str(places / "card.md"), "--model_id", "a/b/c"], "a/b/c"),
+            (["--results", missing, "--out", f"{UNWRITABLE}/card.md"], "/proc"),
+            (["--results", missing, "--out", str(places / "card.md")], missing),
+        ],
+        "demo": [
+            (["--port", "99999"], "port"),
+            (["--port", "-1"], "port"),
+            (["--max_pixels", "0"], "max_pixels"),
+            (["--gallery", missing], missing),
+        ],
+    }
+
+
+def run(argv: list[str], capsys) -> tuple[int | str, str]:
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    except Exception as error:  # reported with the other failures rather than ending the walk
+        code = f"{type(error).__name__}: {error}"
+    return code, capsys.readouterr().err
+
+
+def test_every_command_refuses_nonsense_with_one_line_and_exit_2(places, sample_world, capsys, monkeypatch):
+    monkeypatch.chdir(places)  # where outputs with default names would land
+    table = cases(places, sample_world)
+    assert sorted(table) == sorted(COMMANDS)
+    failures = []
+    for command, command_cases in table.items():
+        for args, fragment in command_cases:
+            argv = command.split() + args
+            code, err = run(argv, capsys)
+            lines = [line for line in err.splitlines() if line.strip()]
+            errors = [line for line in lines if line.startswith(f"earthvl {command}: error: ")]
+            if code != 2 or "Traceback" in err or len(errors) != 1 or lines[-1] != errors[0] or fragment not in errors[0]:
+                failures.append(f"{' '.join(argv)} -> exit {code}: {err[-600:]!r}")
+    assert not failures, "\n".join(failures)
+    assert sorted(p.name for p in places.iterdir()) == ["file.txt", "folder"]  # nothing written, no scratch folders
+    assert not any((places / "folder").iterdir())
