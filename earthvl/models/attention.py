@@ -30,11 +30,18 @@ except ImportError:  # torch < 2.10
     varlen_attn = None
 
 
-def _causal_flag() -> dict[str, Any]:
+def _causal_flag() -> dict[str, Any] | None:
     """How this torch's `varlen_attn` asks for causal attention: `window_size=(-1, 0)` (torch >= 2.11) or
-    `is_causal=True` (torch 2.10)."""
+    `is_causal=True` (torch 2.10); None if it has neither (then the per-row path runs)."""
+    if varlen_attn is None:
+        return None
     parameters = inspect.signature(varlen_attn).parameters
-    return {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
+    if "window_size" in parameters:
+        return {"window_size": (-1, 0)}
+    return {"is_causal": True} if "is_causal" in parameters else None
+
+
+CAUSAL_FLAG = _causal_flag()
 
 
 def row_boundaries(position_ids: torch.Tensor) -> torch.Tensor | None:
@@ -48,7 +55,7 @@ def row_boundaries(position_ids: torch.Tensor) -> torch.Tensor | None:
 
 
 def _kernel_applies(query: torch.Tensor, dropout: float) -> bool:
-    return varlen_attn is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and not dropout
+    return CAUSAL_FLAG is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and not dropout
 
 
 def varlen_attention_forward(
@@ -79,7 +86,7 @@ def varlen_attention_forward(
             max_length_q = int(cu_seq_lens_q.diff().max())
         q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (tokens, heads, head_dim)
         cu = cu_seq_lens_q.to(device=q.device, dtype=torch.int32)
-        out = varlen_attn(q, k, v, cu, cu, max_length_q, max_length_q, scale=scaling, **_causal_flag())
+        out = varlen_attn(q, k, v, cu, cu, max_length_q, max_length_q, scale=scaling, **CAUSAL_FLAG)
         return out.unsqueeze(0), None
     bounds = cu_seq_lens_q.tolist()
     rows = [
