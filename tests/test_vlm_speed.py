@@ -4,6 +4,7 @@ head equals the full-logits loss, the frozen vision tower runs without autograd,
 memory budget (with a fake memory reader) keeps the batch per optimizer step."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -315,6 +316,21 @@ def test_memory_budget_picks_the_micro_batch_and_keeps_the_batch_per_step(data, 
     probed, direct = (load_file(str(tmp_path / run / "adapter_model.safetensors")) for run in ("budget", "direct"))
     for name, weight in direct.items():
         torch.testing.assert_close(probed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_resumed_run_keeps_the_recorded_micro_batch(tmp_path):
+    recorded = {"budget_gb": 16.0, "global_batch": 16, "micro_batch": 8, "gradient_accumulation_steps": 2}
+    (tmp_path / memory.BUDGET_FILE).write_text(json.dumps(recorded))
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=4),
+        memory_budget_gb=16.0, _resuming=True,
+    )
+    trainer._global_batch = lambda: memory.MemoryBudget._global_batch(trainer)
+    assert memory.MemoryBudget._recorded_choice(trainer) == recorded
+    trainer.memory_budget_gb = 20.0  # another budget: probe again
+    assert memory.MemoryBudget._recorded_choice(trainer) is None
+    trainer.memory_budget_gb, trainer._resuming = 16.0, False  # a fresh run probes again
+    assert memory.MemoryBudget._recorded_choice(trainer) is None
 
 
 def test_memory_budget_without_a_gpu_is_a_clear_error(data, tmp_path):
