@@ -130,6 +130,8 @@ class MemoryBudget:
         super().__init__(*args, **kwargs)
         if memory_budget_gb is not None and memory_budget_gb <= 0:
             raise EarthvlError(f"memory_budget_gb must be positive, got {memory_budget_gb}")
+        if memory_budget_gb is not None and getattr(self, "is_deepspeed_enabled", False):
+            raise EarthvlError("memory_budget_gb: DeepSpeed fixes the micro-batch in its own config; set it there")
         if memory_budget_gb is not None and memory_reader is None:
             memory_reader = default_memory_reader()
         self.memory_budget_gb, self.memory_reader = memory_budget_gb, memory_reader
