@@ -29,17 +29,51 @@ def usable_rows(examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     return good, skipped
 
 
+def flatten_rows(batch: dict[str, Any]) -> dict[str, Any]:
+    """A padded batch as one padding-free row: the rows' tokens concatenated (padding dropped), `position_ids`
+    restarting at 0 for each row, the row offsets as `cu_seq_lens_q`/`_k` (int32) and `max_length_q`/`_k`, and no
+    `attention_mask`. Each row's first label is -100: the shifted loss would otherwise train the previous row's last
+    token to predict it, which the padded batch never does. Other tensors shaped like `input_ids` are flattened the
+    same way; everything else (pixel values, ...) is kept."""
+    mask = batch["attention_mask"].bool()
+    lengths = mask.sum(dim=1)
+    if not bool((lengths > 0).all()):
+        raise EarthvlError("a padding-free batch cannot hold an empty row")
+    flat = {
+        key: value[mask].unsqueeze(0) if isinstance(value, torch.Tensor) and value.shape == mask.shape else value
+        for key, value in batch.items()
+        if key != "attention_mask"
+    }
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    offsets[1:] = lengths.cumsum(0)
+    starts = offsets[:-1].long()
+    flat["position_ids"] = (torch.arange(int(offsets[-1])) - starts.repeat_interleave(lengths)).unsqueeze(0)
+    if "labels" in flat:
+        flat["labels"][0, starts] = IGNORE_INDEX
+    flat["cu_seq_lens_q"] = flat["cu_seq_lens_k"] = offsets
+    flat["max_length_q"] = flat["max_length_k"] = int(lengths.max())
+    return flat
+
+
 class VlmCollator:
     """Wraps TRL's `DataCollatorForVisionLanguageModeling` (tokenisation, image tokens, the assistant-only mask).
 
     Rows whose image failed to decode are dropped and named under `skipped_images`. With band statistics in
     `vision` the RGB pixel values are replaced by the rows' nine bands, resized like the RGB images and normalised
-    per band; the text side (and so the number of image tokens) is what the RGB path produced."""
+    per band; the text side (and so the number of image tokens) is what the RGB path produced. With `padding_free`
+    the batch's rows are packed into one sequence (`flatten_rows`), for a language model on per-row attention
+    (`earthvl.models.attention`)."""
 
-    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]], vision: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        vision: dict[str, Any] | None = None,
+        padding_free: bool = False,
+    ) -> None:
         self.collator = collator
         vision = vision or {}
         self.band_mean, self.band_std = vision.get("band_mean"), vision.get("band_std")
+        self.padding_free = padding_free
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         good, skipped = usable_rows(examples)
@@ -48,6 +82,8 @@ class VlmCollator:
             pixels = batch["pixel_values"]
             bands = multispectral_pixel_values([example["bands"] for example in good], pixels.shape[-1], self.band_mean, self.band_std)
             batch["pixel_values"] = bands.to(pixels.dtype)
+        if self.padding_free:
+            batch = flatten_rows(batch)
         if skipped:
             batch[SKIPPED_IMAGES] = skipped
         return batch

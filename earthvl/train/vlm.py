@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from torch import nn
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.assemble import assemble_vlm
+from earthvl.models.attention import use_varlen_attention
 from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.vision import band_statistics
 from earthvl.models.vlm import VISION_FILE, apply_vision, load_vlm, lora_config, merge_adapter
@@ -34,6 +36,7 @@ from earthvl.train.foundation import (
     save_outputs,
     short_name,
 )
+from earthvl.train.memory import MemoryBudget
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,15 @@ class VlmScriptArguments(DataArguments):
     merge_adapter: bool = field(
         default=False,
         metadata={"help": "Also write the adapter merged into an unquantised base (model dtype) to <output_dir>/merged."},
+    )
+    memory_budget_gb: float | None = field(
+        default=None,
+        metadata={
+            "help": "GPU memory (GiB, allocated by torch) a training step may use: before the first step, forward and "
+            "backward passes on the longest rows pick the largest micro-batch that fits, dividing "
+            "per_device_train_batch_size x gradient_accumulation_steps, which stays the batch per optimizer step. "
+            "Recorded in <output_dir>/memory_budget.json and training_args.json."
+        },
     )
 
 
@@ -94,11 +106,49 @@ class VlmModelArguments(ModelConfig):
     band_statistics_rows: int = field(
         default=2048, metadata={"help": "Rows sampled for the per-band mean and std of --multispectral."}
     )
+    vision_no_grad: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the vision tower without autograd when none of its weights is trained (it is frozen unless "
+            "--multispectral trains its patch embedding): its activations are not kept for a backward pass that "
+            "would only compute unused gradients. The projector is trained as before."
+        },
+    )
 
 
-class VlmTrainer(EarthvlTraining, SFTTrainer):
+def vision_tower_without_autograd(model: nn.Module) -> bool:
+    """Run the vision tower of a LLaVA `model` (PEFT-wrapped or not) under `torch.no_grad` if none of its parameters
+    requires a gradient; returns whether it does. Without this, the input-gradient hooks that activation
+    checkpointing and k-bit preparation put on every input embedding (the patch embedding included) make autograd
+    record the whole frozen tower and run its backward for nothing."""
+    owner = next((module for module in model.modules() if isinstance(getattr(module, "vision_tower", None), nn.Module)), None)
+    tower = owner.vision_tower if owner is not None else None
+    if tower is None or any(parameter.requires_grad for parameter in tower.parameters()):
+        return False
+    tower.forward = torch.no_grad()(tower.forward)
+    return True
+
+
+class VlmTrainer(EarthvlTraining, MemoryBudget, SFTTrainer):
     """TRL's `SFTTrainer` with earthvl's training foundation (atomic checkpoints, throughput logs, resumable
-    length-grouped batches, skipped bad-image rows counted)."""
+    length-grouped batches, skipped bad-image rows counted), a micro-batch chosen from `memory_budget_gb`, the frozen
+    vision tower run without autograd (`vision_no_grad`), and padding-free batches for VLMs.
+
+    TRL refuses `padding_free=True` for image datasets; here it switches the language model to per-row attention
+    (`earthvl.models.attention`), for batches that `VlmCollator(padding_free=True)` packs into one sequence."""
+
+    def __init__(self, *args: Any, vision_no_grad: bool = True, **kwargs: Any) -> None:
+        training_args = kwargs.get("args")
+        padding_free = bool(training_args is not None and training_args.padding_free)
+        if padding_free:
+            training_args.padding_free = False  # past TRL's check for image datasets
+        super().__init__(*args, **kwargs)
+        if padding_free:
+            training_args.padding_free = True
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            logger.info("padding-free batches: language model attention %s", use_varlen_attention(base))
+        if vision_no_grad and vision_tower_without_autograd(self.model):
+            logger.info("the frozen vision tower runs without autograd")
 
 
 def load_conversations(
@@ -175,6 +225,11 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     if training_args.max_length is not None:
         logger.info("max_length set to None: truncating a VLM row can cut its image tokens")
         training_args.max_length = None
+    if training_args.packing:
+        raise EarthvlError(
+            "packing: VLM rows are not packed ahead of training (it would split image tokens); use padding_free, "
+            "which packs each micro-batch into one sequence with per-row attention"
+        )
     data = dict(
         tasks=script_args.tasks,
         bands=model_args.multispectral,
@@ -211,8 +266,10 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         processing_class=processor,
         peft_config=peft_config,
         callbacks=[EpochCallback(transforms)],
+        memory_budget_gb=script_args.memory_budget_gb,
+        vision_no_grad=model_args.vision_no_grad,
     )
-    trainer.data_collator = VlmCollator(trainer.data_collator, vision)
+    trainer.data_collator = VlmCollator(trainer.data_collator, vision, padding_free=training_args.padding_free)
     run(trainer, script_args.resume)
     save_outputs(trainer, processor, {VISION_FILE: vision} if vision else None)
     if script_args.merge_adapter and model_args.use_peft and trainer.is_world_process_zero():
