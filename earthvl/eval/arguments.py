@@ -43,7 +43,7 @@ class EvalArguments:
     dtype: str | None = field(
         default=None,
         metadata={
-            "help": "Weights dtype (default: float32, or bfloat16 for BLIP-2 and LLaVA on a GPU).",
+            "help": "Weights dtype (default: bfloat16 on a GPU, float32 on the CPU).",
             "choices": ["float32", "bfloat16", "float16"],
         },
     )

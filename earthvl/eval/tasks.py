@@ -6,6 +6,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import torch
+
 from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures, decoded_batches
 from earthvl.eval.benchmarks import Benchmark
@@ -37,11 +39,11 @@ def batch_size(model: EvalModel, args: EvalArguments) -> int:
     return args.batch_size or (64 if model.family == "clip" else 16)
 
 
-
 def image_batches(
-    model: EvalModel, benchmark: Benchmark, args: EvalArguments, failures: Failures, description: str
-) -> Iterator[tuple[list[int], list[Any]]]:
-    """(row indices, model inputs) per batch of the benchmark's images, bad images handled as `args` says."""
+    model: EvalModel, benchmark: Benchmark, args: EvalArguments, failures: Failures, description: str, stack: bool = False
+) -> Iterator[tuple[list[int], list[Any] | torch.Tensor]]:
+    """(row indices, model inputs) per batch of the benchmark's images, bad images handled as `args` says; with
+    `stack` (pixel-value arrays) one tensor per batch, stacked by the workers and pinned for a GPU."""
     return decoded_batches(
         benchmark.rows,
         benchmark.image_column,
@@ -51,4 +53,6 @@ def image_batches(
         on_bad_image=args.on_bad_image,
         num_workers=args.num_workers,
         description=description,
+        stack=stack,
+        pin_memory=stack and model.model.device.type == "cuda",
     )
