@@ -376,7 +376,7 @@ def main() -> None:
     print(f"# train_clip ({'SMOKE: tiny-clip, not a performance claim' if settings.smoke else 'CLIP shapes'}) on "
           f"{device}, {len(os.sched_getaffinity(0))} cores; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"{settings.steps} timed steps after {settings.warmup}, per-device batch {settings.batch_size}, "
-          f"{settings.workers} DataLoader workers, bf16 (the clip/gaia recipe); variants: "
+          f"{settings.workers} DataLoader workers, {'bf16' if torch.cuda.is_available() else 'float32 on the CPU'}; variants: "
           + "; ".join(f"{v} {VARIANTS[v] or '(as shipped)'}" for v in settings.variants))
     print(table(results, settings.workers))
     print(f"total wall time {time.perf_counter() - started:.1f} s")

@@ -36,7 +36,11 @@ class EvalArguments:
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (smoke runs)."})
     batch_size: int | None = field(
-        default=None, metadata={"help": "Images per batch (default: 64 for CLIP, 16 for generation)."}
+        default=None,
+        metadata={
+            "help": "Images per batch (default: 256 for CLIP; for LLaVA on a GPU as many as its generation's KV cache "
+            "fits in 80% of the free memory; else 16)."
+        },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers decoding images (0: in the main process)."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})

@@ -65,7 +65,8 @@ def _vlm(
 ) -> TaskOutput:
     instruction = classify_instruction(benchmark.class_names)
     generator = LlavaGenerator(model.model, model.processor, instruction, max_new_tokens=task_args.max_new_tokens)
-    batches = image_batches(model, benchmark, args, failures, "classifying")
+    size = batch_size(model, args, generator)
+    batches = image_batches(model, benchmark, args, failures, "classifying", size=size)
     answers = generate_all(batches, generator, failures)
     rows = sorted(answers)
     if not rows:
@@ -89,7 +90,7 @@ def _vlm(
             "class_names": benchmark.class_names,
             "prompt": instruction,
             "generation": {"max_new_tokens": task_args.max_new_tokens, "num_beams": 1, "do_sample": False},
-            "batch_size": batch_size(model, args),
+            "batch_size": size,
         },
         predictions=[
             {"row": row, "id": failures.key(row), "label": int(label), "answer": answers[row],
