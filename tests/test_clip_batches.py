@@ -1,18 +1,17 @@
 """CLIP batches of stable shapes: filler text sequences pad a batch to a fixed count and leave the loss and its
-gradients as they were; the padding mask is not needed by the causal text tower; batched tokenisation and sorted
-text embedding give what one text at a time gives."""
+gradients as they were; the padding mask is not needed by the causal text tower; the trainer's per-step FLOP count
+does not recount the parameters; batched tokenisation and sorted text embedding give what one text at a time gives."""
 
 import pytest
 import torch
-from transformers import AutoTokenizer, CLIPModel, TrainingArguments
+from transformers import AutoTokenizer, CLIPModel, Trainer, TrainingArguments
 
 from earthvl.errors import EarthvlError
-from earthvl.models.clip import LONG_TEXT, TextChunker, text_embeddings, text_limit
+from earthvl.models.clip import LONG_TEXT, TextChunker, mean_embeddings, text_embeddings, text_limit
 from earthvl.models.tiny import resolve_model
 from earthvl.train.clip import ClipTrainer
 from earthvl.train.collate import ClipCollator
 from earthvl.train.losses import contrastive_loss
-from earthvl.models.clip import mean_embeddings
 
 SENTENCE = "In the top left part, there is a large fraction of grass, a medium part of crop and a small amount of tree."
 
@@ -82,7 +81,7 @@ def _masked_reference(model, batch):
     return contrastive_loss(outputs.image_embeds, texts, model.logit_scale)
 
 
-def test_the_loss_and_gradients_with_fillers_equal_those_without(tiny, tmp_path):
+def test_the_loss_and_gradients_with_fillers_equal_those_without(tiny, tmp_path, monkeypatch):
     model, chunker = tiny
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False)
     trainer = ClipTrainer(model=model, args=args, data_collator=ClipCollator(chunker))
@@ -96,6 +95,12 @@ def test_the_loss_and_gradients_with_fillers_equal_those_without(tiny, tmp_path)
     assert gradients.keys() == padded_gradients.keys() and any(n.startswith("text_model.") for n in gradients)
     for name, gradient in gradients.items():
         assert torch.allclose(padded_gradients[name], gradient, atol=1e-6, rtol=1e-4), name
+    # the step's FLOP estimate is transformers' own, with the parameters counted once instead of at every step
+    counted = []
+    count = type(model).num_parameters
+    monkeypatch.setattr(type(model), "num_parameters", lambda self, **kw: counted.append(kw) or count(self, **kw))
+    assert [trainer.floating_point_ops(padded) for _ in range(3)] == [Trainer.floating_point_ops(trainer, padded)] * 3
+    assert len(counted) == 2  # once for earthvl's three, once for transformers' one
     # and the same loss as reading each sequence with its padding mask, at the longest sequence's width
     trainer.model.zero_grad()
     width = int(tight["attention_mask"].sum(1).max())
