@@ -17,7 +17,9 @@ Data: the train split of a sample world as ChatEarthNet `gpt35` (a long caption 
 Training: the `clip/gaia` recipe through `earthvl train clip`'s parser (bf16, fused AdamW, both towers,
 `synthetic-mean`, pinned memory, non-blocking copies, persistent workers) with max_steps = warmup + steps, no evaluation
 or saving, --batch_size (128) and --workers, and each of --variants' overrides (`VARIANTS`); the trainer built as
-`earthvl.train.clip.main` builds it, minus its text-fit log and final save. Measured: images/s over --steps optimizer
+`earthvl.train.clip.main` builds it, minus its text-fit log and final save (`no-cudnn-attention` also switches
+PyTorch's cuDNN attention backend off, for the trainer and its ceiling: issue 20's profile found each cuDNN attention
+call costing ~1.7 ms of host time). Measured: images/s over --steps optimizer
 steps after --warmup (GPU synchronised at both ends), per GPU, peak GPU memory from model load on; the pipeline alone:
 the trainer's own train DataLoader (sampler, collator, workers, pinned memory, device placement) without the model,
 --steps batches timed after the whole rounds of `workers` batches covering --warmup (so no batch made before the
@@ -82,10 +84,13 @@ SHAPES: dict[str, tuple[dict[str, int], dict[str, int], int]] = {  # vision, tex
 }
 ROWS_PER_ITEM = {"chatearthnet": 4 * 0.6, "gaia": 0.7 * 0.96}  # train rows per tile (4 patches) / per GAIA image
 SPECS = {"chatearthnet": "chatearthnet:gpt35", "gaia": "gaia:default"}
+CUDNN_ATTENTION = "cudnn_attention"
+"""A variant key the benchmark applies itself (`torch.backends.cuda.enable_cudnn_sdp`), to the trainer and its ceiling."""
 VARIANTS: dict[str, dict[str, Any]] = {  # overrides of the clip/gaia recipe, as `earthvl train clip` options
     "earthvl": {},
     "checkpointing": {"activation_checkpointing": True},
     "per-batch-shapes": {"text_sequence_multiple": 1},
+    "no-cudnn-attention": {CUDNN_ATTENTION: False},  # the recipe, with PyTorch's cuDNN attention backend switched off
     # the recipe before issue 20 (the padding mask, which the text tower never needed, is not passed any more)
     "old-recipe": {"text_sequence_multiple": 1, "activation_checkpointing": True, "optim": "adamw_torch",
                    "logging_nan_inf_filter": True, "accelerator_config": json.dumps({"non_blocking": False})},
@@ -211,7 +216,7 @@ def build_trainer(
         "per_device_train_batch_size": settings.batch_size, "dataloader_num_workers": settings.workers,
         "dataloader_persistent_workers": settings.workers > 0, "eval_strategy": "no", "save_strategy": "no",
         "disable_tqdm": True, "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),
-        **VARIANTS[variant],
+        **{key: value for key, value in VARIANTS[variant].items() if key != CUDNN_ATTENTION},
     }
     argv = [item for key, value in options.items() for item in (f"--{key}", str(value))]
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
@@ -307,18 +312,24 @@ def ceiling_rate(model: str, images: int, sequences: int, settings: Settings) ->
 def run(
     name: str, model: str, data: str, variant: str, spec: str, settings: Settings, ceilings: dict[tuple, float]
 ) -> dict[str, Any]:
-    """Measure the pipeline, the ceiling at its shapes (once per shape), then train; the results row."""
+    """Measure the pipeline, the ceiling at its shapes (once per shape and attention setting), then train; the
+    results row."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     meter = Meter(settings.warmup)
     trainer, fit = build_trainer(model, spec, variant, settings, meter)
     pipeline, shapes = pipeline_rate(trainer, settings)
-    key = (name, settings.batch_size, shapes["most_common_sequence_count"])
-    if key not in ceilings:
-        ceilings[key] = ceiling_rate(model, *key[1:], settings)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    cudnn, default_cudnn = VARIANTS[variant].get(CUDNN_ATTENTION, True), torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(cudnn and default_cudnn)
+    try:
+        key = (name, settings.batch_size, shapes["most_common_sequence_count"], cudnn)
+        if key not in ceilings:
+            ceilings[key] = ceiling_rate(model, *key[1:3], settings)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(default_cudnn)
     args = trainer.args
     gpus = max(args.n_gpu, 1) * args.world_size  # DataParallel (n_gpu > 1) feeds all its GPUs from one process
     training = args.train_batch_size * args.world_size * settings.steps / (meter.marks[1] - meter.marks[0])
