@@ -193,3 +193,8 @@ def test_the_gaia_preset_is_the_papers_recipe():
     assert isinstance(training, TrainingArguments) and isinstance(script, ClipScriptArguments) and isinstance(model, ClipModelArguments)
     assert (training.per_device_train_batch_size, training.learning_rate, training.warmup_steps, training.weight_decay) == (128, 5e-6, 0.1, 0.1)
     assert (training.lr_scheduler_type.value, training.num_train_epochs, script.caption_scheme) == ("cosine", 1, "synthetic-mean")
+    # speed settings (issue 20, measured by benchmarks/train_clip.py): no recomputation for B/32, stable text shapes,
+    # fused AdamW, non-blocking copies from pinned memory, no read-back of the loss at every step
+    assert not training.activation_checkpointing and script.text_sequence_multiple == 64
+    assert training.optim.value == "adamw_torch_fused" and not training.logging_nan_inf_filter
+    assert training.accelerator_config.non_blocking and training.dataloader_pin_memory

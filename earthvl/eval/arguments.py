@@ -45,14 +45,18 @@ class EvalArguments:
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (smoke runs)."})
     batch_size: int | None = field(
-        default=None, metadata={"help": "Images per batch (default: 64 for CLIP, 16 for generation)."}
+        default=None,
+        metadata={
+            "help": "Images per batch (default: 256 for CLIP; for LLaVA on a GPU as many as its generation's KV cache "
+            "fits in 80% of the free memory; else 16)."
+        },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers decoding images (0: in the main process)."})
     device: str | None = field(default=None, metadata={"help": "Device (default: cuda if available, else cpu)."})
     dtype: str | None = field(
         default=None,
         metadata={
-            "help": "Weights dtype (default: float32, or bfloat16 for BLIP-2 and LLaVA on a GPU).",
+            "help": "Weights dtype (default: bfloat16 on a GPU, float32 on the CPU).",
             "choices": ["float32", "bfloat16", "float16"],
         },
     )

@@ -44,7 +44,8 @@ def evaluate_captions(
     if unknown or not task_args.protocols:
         raise EarthvlError(f"unknown caption protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
     generator, settings = caption_generator(model, task_args)
-    batches = image_batches(model, benchmark, args, failures, "captioning")
+    size = batch_size(model, args, generator)
+    batches = image_batches(model, benchmark, args, failures, "captioning", size=size)
     texts = generate_all(batches, generator, failures)
     rows = sorted(texts)
     if not rows:
@@ -55,7 +56,7 @@ def evaluate_captions(
     return TaskOutput(
         metrics=metrics,
         num_samples=len(rows),
-        settings={**settings, "batch_size": batch_size(model, args), "protocols": list(task_args.protocols)},
+        settings={**settings, "batch_size": size, "protocols": list(task_args.protocols)},
         predictions=[
             {"row": row, "id": failures.key(row), "prediction": text, "references": refs}
             for row, text, refs in zip(rows, predictions, references)

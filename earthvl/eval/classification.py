@@ -3,7 +3,6 @@ VLM to pick a class (GeoChat's prompt, exact match)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from earthvl.eval.arguments import ClassifyArguments, EvalArguments
@@ -26,9 +25,9 @@ def normalise_answer(text: str) -> str:
 def embed_images(model: EvalModel, benchmark: Benchmark, args: EvalArguments, failures: Failures) -> tuple[list[int], torch.Tensor]:
     """The rows whose image decoded and their normalised CLIP image embeddings, each image embedded once."""
     rows, parts = [], []
-    for indices, arrays in image_batches(model, benchmark, args, failures, "embedding images"):
+    for indices, pixels in image_batches(model, benchmark, args, failures, "embedding images", stack=True):
         rows += indices
-        parts.append(image_embeddings(model.model, torch.from_numpy(np.stack(arrays))))
+        parts.append(image_embeddings(model.model, pixels))
     if not rows:
         raise EarthvlError(f"no image of {benchmark.source} could be decoded: nothing to evaluate")
     return rows, torch.cat(parts)
@@ -66,7 +65,8 @@ def _vlm(
 ) -> TaskOutput:
     instruction = classify_instruction(benchmark.class_names)
     generator = LlavaGenerator(model.model, model.processor, instruction, max_new_tokens=task_args.max_new_tokens)
-    batches = image_batches(model, benchmark, args, failures, "classifying")
+    size = batch_size(model, args, generator)
+    batches = image_batches(model, benchmark, args, failures, "classifying", size=size)
     answers = generate_all(batches, generator, failures)
     rows = sorted(answers)
     if not rows:
@@ -90,7 +90,7 @@ def _vlm(
             "class_names": benchmark.class_names,
             "prompt": instruction,
             "generation": {"max_new_tokens": task_args.max_new_tokens, "num_beams": 1, "do_sample": False},
-            "batch_size": batch_size(model, args),
+            "batch_size": size,
         },
         predictions=[
             {"row": row, "id": failures.key(row), "label": int(label), "answer": answers[row],

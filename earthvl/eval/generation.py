@@ -6,11 +6,31 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 import torch
+from PIL import Image
 from transformers import ProcessorMixin
 
 from earthvl.eval.batches import Failures
 from earthvl.models.blip2 import generate_captions
 from earthvl.models.loading import weights_dtype
+
+
+MEMORY_SHARE = 0.8
+"""Share of the GPU memory free before generating that a batch chosen from memory may fill."""
+
+
+def rows_in_memory(config: Any, dtype: torch.dtype, prompt_tokens: int, new_tokens: int, free_bytes: int) -> int:
+    """Rows one greedy `generate` call can hold in `MEMORY_SHARE` of `free_bytes`, at least 1: per row, the KV cache of
+    the prompt and the new tokens (keys and values of every layer and KV head), plus the prefill's widest working
+    memory (the MLP's gate and up projections and four hidden-size activations per prompt token), at `dtype`.
+    `config` is the language model's (`num_hidden_layers`, `num_attention_heads`, `hidden_size`, `intermediate_size`;
+    `num_key_value_heads` and `head_dim` where it has them)."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    itemsize = dtype.itemsize
+    cache = 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize * (prompt_tokens + new_tokens)
+    prefill = prompt_tokens * (2 * config.intermediate_size + 4 * config.hidden_size) * itemsize
+    return max(1, int(MEMORY_SHARE * free_bytes // (cache + prefill)))
 
 
 class LlavaGenerator:
@@ -32,6 +52,17 @@ class LlavaGenerator:
             "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             **generation,
         }
+
+    def prompt_tokens(self) -> int:
+        """Tokens of the prompt with its image, as the processor expands the image placeholder."""
+        return self.processor(images=[Image.new("RGB", (32, 32))], text=[self.prompt], return_tensors="pt")["input_ids"].shape[1]
+
+    def batch_from_memory(self) -> int:
+        """Images per batch whose generation fits in the GPU memory free now (`rows_in_memory`)."""
+        free, _ = torch.cuda.mem_get_info(self.model.device)
+        new_tokens = self.generation.get("max_new_tokens") or self.model.generation_config.max_new_tokens or 20
+        config = self.model.config.get_text_config()
+        return rows_in_memory(config, weights_dtype(self.model), self.prompt_tokens(), new_tokens, free)
 
     @torch.no_grad()
     def __call__(self, images: list[Any]) -> list[str]:

@@ -97,7 +97,7 @@ def load_eval_model(
         can = " or ".join(TASKS_BY_FAMILY[family])
         raise EarthvlError(f"{name} is a {family} model: it can {can}, not {task}")
     if dtype is None:
-        dtype = torch.bfloat16 if torch.device(device).type == "cuda" and family != "clip" else torch.float32
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     options: dict[str, Any] = dict(dtype=dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
     quantised = load_in_4bit or load_in_8bit
     if quantised:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import CLIPModel, CLIPProcessor, PreTrainedTokenizerBase
 
@@ -60,6 +61,7 @@ class TextChunker:
             raise EarthvlError(f"max_text_chunks={max_chunks}: at least one chunk per caption")
         self.tokenizer, self.mode, self.max_chunks = tokenizer, mode, max_chunks
         self.prefix, self.suffix = _special_tokens(tokenizer)
+        self.max_tokens = max_tokens
         self.limit = max_tokens - len(self.prefix) - len(self.suffix)
         if self.limit < 1:
             raise EarthvlError(f"a text tower of {max_tokens} tokens leaves no room besides the special tokens")
@@ -67,12 +69,25 @@ class TextChunker:
 
     def fit(self, text: str) -> TextFit:
         """The sequences (special tokens added) for `text`, and how many of its tokens they keep."""
+        return self.fit_all([text])[0]
+
+    def fit_all(self, texts: Sequence[str]) -> list[TextFit]:
+        """`fit` of each text, with one tokenizer call for all of them (for 2,000 ChatEarthNet-like captions on 2 CPU
+        cores: 3x faster than a call per text with `chunks`, 1.4x with `truncate`)."""
+        if not texts:
+            return []
         if self.mode == "truncate":
-            ids = self._encode([text])[0]
-            return self._fitted([ids[: self.limit]], len(ids))
-        sentences = [s for s in _SENTENCE_END.split(text.strip()) if s] or [""]
-        pieces = self._encode([s if i == 0 else f" {s}" for i, s in enumerate(sentences)])
-        total = sum(len(piece) for piece in pieces)
+            return [self._fitted([ids[: self.limit]], len(ids)) for ids in self._encode(list(texts))]
+        split = [[s for s in _SENTENCE_END.split(text.strip()) if s] or [""] for text in texts]
+        pieces = self._encode([s if i == 0 else f" {s}" for sentences in split for i, s in enumerate(sentences)])
+        fits, start = [], 0
+        for sentences in split:
+            fits.append(self._chunked(pieces[start : start + len(sentences)]))
+            start += len(sentences)
+        return fits
+
+    def _chunked(self, pieces: list[list[int]]) -> TextFit:
+        """One text's sentences (token ids) packed into chunks of at most `limit` tokens."""
         chunks: list[list[int]] = []
         for piece in pieces:
             if chunks and len(chunks[-1]) + len(piece) <= self.limit:
@@ -80,7 +95,7 @@ class TextChunker:
             else:
                 chunks += [piece[start : start + self.limit] for start in range(0, max(len(piece), 1), self.limit)]
         keep = 1 if self.mode == "first-sentences" else self.max_chunks
-        return self._fitted(chunks[:keep], total)
+        return self._fitted(chunks[:keep], sum(len(piece) for piece in pieces))
 
     def __call__(self, text: str) -> list[list[int]]:
         return self.fit(text).sequences
@@ -94,27 +109,33 @@ class TextChunker:
     def report(self, texts: Sequence[str]) -> dict[str, float]:
         """What fitting does to `texts`: the fraction of texts longer than one sequence, the fraction of texts and of
         tokens that are cut, and sequences per text."""
-        fits = [self.fit(text) for text in texts]
+        fits = self.fit_all(texts)
         count = max(len(fits), 1)
         tokens = max(sum(fit.tokens for fit in fits), 1)
         return {
             "texts": len(fits),
-            "max_tokens": self.limit + len(self.prefix) + len(self.suffix),
+            "max_tokens": self.max_tokens,
             "longer_than_limit": sum(fit.tokens > self.limit for fit in fits) / count,
             "texts_cut": sum(fit.kept < fit.tokens for fit in fits) / count,
             "tokens_dropped": sum(fit.tokens - fit.kept for fit in fits) / tokens,
             "sequences_per_text": sum(len(fit.sequences) for fit in fits) / count,
         }
 
-    def pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`input_ids` and `attention_mask` of `sequences`, right-padded to the longest."""
-        width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        return input_ids, attention_mask
+    def pad(self, sequences: list[list[int]], rows: int | None = None, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`input_ids` and `attention_mask` of `sequences`, right-padded to the longest (or to `width` tokens), then
+        filler rows up to `rows`: each an empty text (the special tokens alone, attended), so a model reads every row
+        as a well-formed text and the caller leaves the fillers' outputs unused."""
+        rows = len(sequences) if rows is None else rows
+        if rows < len(sequences):
+            raise ValueError(f"{len(sequences)} sequences do not fit in {rows} rows")
+        filled = sequences + [self.prefix + self.suffix] * (rows - len(sequences))
+        lengths = np.array([len(ids) for ids in filled], dtype=np.int64)
+        width = int(lengths.max(initial=0)) if width is None else width
+        input_ids = np.full((rows, width), self.pad_token_id, dtype=np.int64)
+        for row, ids in enumerate(filled):  # numpy: >10x faster than a torch.tensor per row
+            input_ids[row, : len(ids)] = ids
+        attention_mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
+        return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
 
 
 def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -134,29 +155,41 @@ def mean_embeddings(embeddings: torch.Tensor, groups: torch.Tensor, count: int) 
     return torch.nn.functional.normalize(sums.index_add(0, groups, normalised), dim=-1)
 
 
+TEXT_WIDTH_STEP = 16
+"""`text_embeddings` pads each batch to a multiple of this many tokens, so a run sees a handful of shapes (attention
+backends such as cuDNN plan each new shape anew)."""
+
+
 @torch.no_grad()
 def text_embeddings(model: CLIPModel, chunker: TextChunker, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Normalised embeddings of `texts` (N, D), each the mean of its fitted sequences."""
-    sequences, owners = [], []
-    for index, text in enumerate(texts):
-        fitted = chunker(text)
-        sequences += fitted
-        owners += [index] * len(fitted)
-    device = model.device
+    """Normalised embeddings of `texts` (N, D), each the mean of its fitted sequences.
+
+    The sequences are tokenised in one call, sorted by length (so a batch is padded little), copied to the device at
+    once, and read without a padding mask: CLIP's text tower is causal and pools at the end-of-text token, so right
+    padding never reaches the pooled output (OpenAI's and open_clip's code pass no mask either); without a mask,
+    transformers builds none and attention takes its plain causal path."""
+    fits = chunker.fit_all(texts)
+    sequences = [ids for fit in fits for ids in fit.sequences]
+    owners = [index for index, fit in enumerate(fits) for _ in fit.sequences]
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    input_ids = chunker.pad([sequences[i] for i in order])[0].to(model.device)
     parts = []
-    for start in range(0, len(sequences), batch_size):
-        input_ids, attention_mask = chunker.pad(sequences[start : start + batch_size])
-        out = model.get_text_features(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-        parts.append(out.pooler_output.float())
-    return mean_embeddings(torch.cat(parts), torch.tensor(owners, device=device), len(texts))
+    for start in range(0, len(order), batch_size):
+        longest = len(sequences[order[start]])  # the batch's first: sorted longest first
+        width = min(-(-longest // TEXT_WIDTH_STEP) * TEXT_WIDTH_STEP, input_ids.shape[1])
+        batch = input_ids[start : start + batch_size, :width]
+        parts.append(model.get_text_features(input_ids=batch).pooler_output.float())
+    groups = torch.tensor([owners[i] for i in order], device=model.device)
+    return mean_embeddings(torch.cat(parts), groups, len(texts))
 
 
 @torch.no_grad()
 def image_embeddings(model: CLIPModel, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Normalised embeddings (N, D) of preprocessed images (N, 3, H, W)."""
+    """Normalised embeddings (N, D) of preprocessed images (N, 3, H, W). Batches are copied to the model's device
+    without waiting (overlapping the GPU's work when `pixel_values` is in pinned memory) and cast there."""
     parts = []
-    for start in range(0, len(pixel_values), batch_size):
-        batch = pixel_values[start : start + batch_size].to(model.device, model.dtype)
+    for batch in pixel_values.split(batch_size):
+        batch = batch.to(model.device, non_blocking=True).to(model.dtype)
         parts.append(model.get_image_features(pixel_values=batch).pooler_output.float())
     return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
 

@@ -65,6 +65,14 @@ class ClipScriptArguments(DataArguments):
     max_text_chunks: int = field(
         default=8, metadata={"help": "At most this many chunks per caption with long_text=chunks (the rest is cut)."}
     )
+    text_sequence_multiple: int = field(
+        default=64,
+        metadata={
+            "help": "Pad each batch's number of text sequences (chunks of every caption) up to a multiple of this, with "
+            "empty filler texts the loss leaves out, and every sequence to the text tower's length: batches then come "
+            "in a few fixed shapes and the GPU's attention plans are reused (1: as many sequences as the captions need)."
+        },
+    )
     jpeg_draft: bool = field(
         default=True,
         metadata={
@@ -99,12 +107,24 @@ class ClipTrainer(EarthvlTraining, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sequence_caption, caption_image = inputs.pop("sequence_caption"), inputs.pop("caption_image")
+        # The text tower is causal and pools at the end-of-text token, so right padding never reaches its output:
+        # without the padding mask transformers builds no mask (and reads none back from the GPU) and attention runs
+        # plain causal, with the same embeddings.
+        inputs.pop("attention_mask", None)
         outputs = model(**inputs)
-        captions = mean_embeddings(outputs.text_embeds, sequence_caption, len(caption_image))
+        sequences = outputs.text_embeds[: len(sequence_caption)]  # the rows after are ClipCollator's fillers
+        captions = mean_embeddings(sequences, sequence_caption, len(caption_image))
         texts = mean_embeddings(captions, caption_image, len(outputs.image_embeds))
         logit_scale = self.accelerator.unwrap_model(model).logit_scale
         loss = contrastive_loss(outputs.image_embeds, texts, logit_scale)
         return (loss, outputs) if return_outputs else loss
+
+    def floating_point_ops(self, inputs):
+        """transformers' estimate (6 x input tokens x parameters outside embeddings), the parameters counted once:
+        transformers counts them at every step, milliseconds of host time a step for CLIP's ~400 weight tensors."""
+        if getattr(self, "_parameters_counted", None) is None:
+            self._parameters_counted = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs["input_ids"].numel() * self._parameters_counted
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -145,7 +165,7 @@ def main(script_args: ClipScriptArguments, training_args: TrainingArguments, mod
         args=training_args,
         train_dataset=mix(sources, script_args.dataset_weights, seed=training_args.seed),
         eval_dataset=eval_dataset,
-        data_collator=ClipCollator(chunker),
+        data_collator=ClipCollator(chunker, script_args.text_sequence_multiple),
         processing_class=processor,
         callbacks=[EpochCallback(transforms)],
     )

@@ -92,23 +92,27 @@ class VlmCollator:
 class ClipCollator:
     """CLIP batches: the images' pixel values, every caption fitted into token sequences by `chunker`, and two index
     tensors that say which caption each sequence belongs to (`sequence_caption`) and which image each caption
-    belongs to (`caption_image`), so the loss can average chunks into captions and captions into images."""
+    belongs to (`caption_image`), so the loss can average chunks into captions and captions into images.
 
-    def __init__(self, chunker: TextChunker) -> None:
-        self.chunker = chunker
+    Batches keep a few fixed shapes whatever the captions' lengths: every sequence is padded to the text tower's
+    length, and the number of sequences is rounded up to a multiple of `sequence_multiple` with filler rows (empty
+    texts) after the real ones. `sequence_caption` covers the real rows only; the loss leaves the rest out. Attention
+    backends that plan each new shape (cuDNN) then plan once per shape instead of at every step."""
+
+    def __init__(self, chunker: TextChunker, sequence_multiple: int = 1) -> None:
+        if sequence_multiple < 1:
+            raise EarthvlError(f"text_sequence_multiple={sequence_multiple}: must be at least 1")
+        self.chunker, self.sequence_multiple = chunker, sequence_multiple
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         good, skipped = usable_rows(examples)
-        sequences: list[list[int]] = []
-        sequence_caption: list[int] = []
-        caption_image: list[int] = []
-        for image, example in enumerate(good):
-            for text in example[TEXTS]:
-                fitted = self.chunker(text)
-                sequences += fitted
-                sequence_caption += [len(caption_image)] * len(fitted)
-                caption_image.append(image)
-        input_ids, attention_mask = self.chunker.pad(sequences)
+        texts = [text for example in good for text in example[TEXTS]]
+        caption_image = [image for image, example in enumerate(good) for _ in example[TEXTS]]
+        fits = self.chunker.fit_all(texts)
+        sequences = [ids for fit in fits for ids in fit.sequences]
+        sequence_caption = [caption for caption, fit in enumerate(fits) for _ in fit.sequences]
+        rows = -(-len(sequences) // self.sequence_multiple) * self.sequence_multiple
+        input_ids, attention_mask = self.chunker.pad(sequences, rows=rows, width=self.chunker.max_tokens)
         batch = {
             "pixel_values": torch.stack([example["pixel_values"] for example in good]),
             "input_ids": input_ids,
