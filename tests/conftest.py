@@ -50,3 +50,20 @@ def caption_world(tmp_path_factory):
     build_gaia(world.gaia.root, root / "gaia", configs="default", progress=False)
     labels = {patch.file_name: patch.label_map for patch in world.chatearthnet.patches if patch.label_map is not None}
     return {"cen": root / "cen", "gaia": root / "gaia", "labels": labels}
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """The offline replicas of the Hub checkpoints earthvl names (tests/hub, tests/hub_models.py): `hub(name)` is
+    the folder of `name` (e.g. "llava-hf/llava-1.5-7b-hf"), built on first use and shared by the session."""
+    from hub_models import folder_name, hub_model
+
+    root = tmp_path_factory.mktemp("hub")
+    built = {}
+
+    def folder(name):
+        if name not in built:
+            built[name] = hub_model(name, root / folder_name(name))
+        return built[name]
+
+    return folder
