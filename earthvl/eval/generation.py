@@ -23,6 +23,9 @@ class LlavaGenerator:
         message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         self.prompt = processor.apply_chat_template(message, add_generation_prompt=True)
         tokenizer = processor.tokenizer
+        # A template that writes the bos token itself (earthvl's: TRL tokenises training rows without special tokens)
+        # must not get a second one from the tokenizer; one without (llava-hf's) gets it from the tokenizer.
+        self.add_special_tokens = not (tokenizer.bos_token and self.prompt.startswith(tokenizer.bos_token))
         self.generation = {
             "do_sample": False,
             "num_beams": 1,
@@ -33,7 +36,13 @@ class LlavaGenerator:
 
     @torch.no_grad()
     def __call__(self, images: list[Any]) -> list[str]:
-        inputs = self.processor(images=images, text=[self.prompt] * len(images), padding=True, return_tensors="pt")
+        inputs = self.processor(
+            images=images,
+            text=[self.prompt] * len(images),
+            padding=True,
+            add_special_tokens=self.add_special_tokens,
+            return_tensors="pt",
+        )
         dtype = weights_dtype(self.model)
         inputs = {k: v.to(self.model.device, dtype) if v.is_floating_point() else v.to(self.model.device) for k, v in inputs.items()}
         out = self.model.generate(**inputs, **self.generation)
