@@ -53,8 +53,8 @@ def caption_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory):
-    """The offline replicas of the Hub checkpoints earthvl names (tests/hub, tests/hub_models.py): `hub(name)` is
+def hub_replica(tmp_path_factory):
+    """The offline replicas of the Hub checkpoints earthvl names (tests/hub, tests/hub_models.py): `hub_replica(name)` is
     the folder of `name` (e.g. "llava-hf/llava-1.5-7b-hf"), built on first use and shared by the session."""
     from hub_models import folder_name, hub_model
 

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(hub, sample_gaia, tmp_path_factory):
+def trained(hub_replica, sample_gaia, tmp_path_factory):
     out = tmp_path_factory.mktemp("hub-blip2") / "run"
-    args = ["--config", recipe_path("blip2/tiny"), "--model_name_or_path", str(hub(BLIP2)), "--datasets", f"{sample_gaia}:default",
+    args = ["--config", recipe_path("blip2/tiny"), "--model_name_or_path", str(hub_replica(BLIP2)), "--datasets", f"{sample_gaia}:default",
             "--output_dir", str(out), "--eval_split", "none", "--max_steps", "2", "--per_device_train_batch_size", "4",
             "--prompt", "a satellite photo of", "--max_new_tokens", "12"]  # fmt: skip
     return main(*make_parser().parse_args_and_config(args)), out
@@ -52,13 +52,13 @@ def test_labels_skip_the_32_queries_and_the_prompt_and_end_where_generation_stop
     assert json.loads((out / "captioning.json").read_text()) == {"prompt": "a satellite photo of"}
 
 
-def test_eval_caption_of_the_adapter_uses_the_saved_prompt_and_generation(trained, hub, sample_gaia, tmp_path):
+def test_eval_caption_of_the_adapter_uses_the_saved_prompt_and_generation(trained, hub_replica, sample_gaia, tmp_path):
     _, adapter = trained
     out = tmp_path / "caption.json"
     assert cli(["eval", "caption", "--model", str(adapter), "--dataset", str(sample_gaia), "--split", "test",
                 "--max_samples", "3", "--num_beams", "1", "--num_workers", "0", "--protocols", "coco", "--out", str(out)]) == 0  # fmt: skip
     results = read_results(out)
-    assert results["model"]["family"] == "blip2" and results["model"]["base_model"] == str(hub(BLIP2))
+    assert results["model"]["family"] == "blip2" and results["model"]["base_model"] == str(hub_replica(BLIP2))
     assert results["settings"]["prompt"] == "a satellite photo of"
     assert results["settings"]["generation"]["max_new_tokens"] == 12
     rows = [json.loads(line) for line in predictions_path(out).read_text().splitlines()]

@@ -5,8 +5,12 @@ and no `</s>`); the chat-template policy for training (earthvl.models.vlm) and `
 import json
 
 import pytest
+import test_publish
 import torch
+from huggingface_hub import ModelCard
+from peft import PeftModel
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from trl import SFTConfig
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -19,6 +23,7 @@ from earthvl.eval.classification import normalise_answer
 from earthvl.eval.generation import LlavaGenerator
 from earthvl.eval.results import read_results
 from earthvl.eval.run import predictions_path
+from earthvl.hub import publish_model
 from earthvl.images import open_image
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.vlm import load_adapter, load_vlm, training_chat_template, use_chat_template
@@ -26,6 +31,9 @@ from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.train.conversations import to_conversations
 from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main
 from hub_models import LLAVA
+from test_publish_model import checkout, index, model_hub, sent  # noqa: F401  (model_hub: the recording HfApi)
+
+hub = test_publish.hub  # the patched HfApi that model_hub extends
 
 EOS, IMAGE, PAD, BOS = 2, 32000, 32001, 1
 
@@ -42,7 +50,7 @@ USER_TEMPLATE = (
 )
 
 
-def arguments(hub, gaia, out, *, steps=1, chat_template=None, merge=False):
+def arguments(hub_replica, gaia, out, *, steps=1, chat_template=None, merge=False):
     script = VlmScriptArguments(
         datasets=[f"{gaia}:default"], eval_split=None, chat_template=chat_template, merge_adapter=merge
     )
@@ -51,15 +59,15 @@ def arguments(hub, gaia, out, *, steps=1, chat_template=None, merge=False):
         use_cpu=True, activation_checkpointing=False, seed=0, max_length=None, assistant_only_loss=True,
         save_strategy="no", logging_steps=50,
     )  # fmt: skip
-    model = VlmModelArguments(model_name_or_path=str(hub(LLAVA)), dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    model = VlmModelArguments(model_name_or_path=str(hub_replica(LLAVA)), dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0)
     return script, training, model
 
 
 @pytest.fixture(scope="module")
-def trained(hub, sample_gaia, tmp_path_factory):
+def trained(hub_replica, sample_gaia, tmp_path_factory):
     """One QLoRA step (bitsandbytes NF4 on CPU) from the llava-hf replica, merged too."""
     out = tmp_path_factory.mktemp("hub-vlm") / "run"
-    return main(*arguments(hub, sample_gaia, out, merge=True)), out
+    return main(*arguments(hub_replica, sample_gaia, out, merge=True)), out
 
 
 def check_labels(tokenizer, ids, labels, answers):
@@ -99,8 +107,8 @@ def test_the_merged_model_keeps_the_real_flags_and_generates_like_the_adapter(tr
     assert generator([picture]) == merged_generator([picture])
 
 
-def test_eval_prompts_carry_one_bos_with_either_template(hub):
-    model, processor = load_vlm(str(hub(LLAVA)), dtype=torch.float32)
+def test_eval_prompts_carry_one_bos_with_either_template(hub_replica):
+    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
     for template in (processor.chat_template, LLAVA_CHAT_TEMPLATE):  # llava-hf's writes no <s>; earthvl's does
         use_chat_template(processor, template)
         generator = LlavaGenerator(model, processor, CAPTION_INSTRUCTION, max_new_tokens=2)
@@ -109,16 +117,22 @@ def test_eval_prompts_carry_one_bos_with_either_template(hub):
         assert processor.tokenizer.decode(ids[-16:]).endswith(" ASSISTANT:")
 
 
-@pytest.mark.slow
-def test_eval_caption_and_classify_of_the_trained_adapter(trained, hub, sample_world, sample_gaia, tmp_path):
-    _, adapter = trained
-    out = tmp_path / "caption.json"
-    assert cli(["eval", "caption", "--model", str(adapter), "--dataset", str(sample_gaia), "--split", "test", "--max_samples", "2",
+@pytest.fixture(scope="module")
+def captioned(trained, sample_gaia, tmp_path_factory):
+    """`earthvl eval caption` of the trained adapter: its results file."""
+    out = tmp_path_factory.mktemp("hub-vlm-eval") / "caption.json"
+    assert cli(["eval", "caption", "--model", str(trained[1]), "--dataset", str(sample_gaia), "--split", "test", "--max_samples", "2",
                 "--max_new_tokens", "4", "--protocols", "coco", "--num_workers", "0", "--out", str(out)]) == 0  # fmt: skip
-    results = read_results(out)
-    assert results["model"]["family"] == "llava" and results["model"]["base_model"] == str(hub(LLAVA))
+    return out
+
+
+@pytest.mark.slow
+def test_eval_caption_and_classify_of_the_trained_adapter(trained, captioned, hub_replica, sample_world, sample_gaia, tmp_path):
+    _, adapter = trained
+    results = read_results(captioned)
+    assert results["model"]["family"] == "llava" and results["model"]["base_model"] == str(hub_replica(LLAVA))
     assert results["settings"]["prompt"] == CAPTION_INSTRUCTION and results["settings"]["generation"]["max_new_tokens"] == 4
-    predictions = [json.loads(line) for line in predictions_path(out).read_text().splitlines()]
+    predictions = [json.loads(line) for line in predictions_path(captioned).read_text().splitlines()]
     model, processor = load_adapter(adapter, dtype=torch.float32)
     benchmark = load_benchmark(str(sample_gaia), "caption", split="test", max_samples=2)
     images = [open_image(benchmark.rows[row["row"]][benchmark.image_column]) for row in predictions]
@@ -136,14 +150,14 @@ def test_eval_caption_and_classify_of_the_trained_adapter(trained, hub, sample_w
 
 
 @pytest.mark.parametrize("kind", ["earthvl", "user"])
-def test_a_template_that_ends_turns_labels_exactly_the_answer_and_eos(hub, sample_gaia, tmp_path, kind):
+def test_a_template_that_ends_turns_labels_exactly_the_answer_and_eos(hub_replica, sample_gaia, tmp_path, kind):
     if kind == "earthvl":
         path = tmp_path / "llava.jinja"
         path.write_text(LLAVA_CHAT_TEMPLATE)
     else:
         path = tmp_path / "chat_template.json"
         path.write_text(json.dumps({"chat_template": USER_TEMPLATE}))
-    model, processor = load_vlm(str(hub(LLAVA)), dtype=torch.float32)
+    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
     template = training_chat_template(model, processor, path)
     assert template == (LLAVA_CHAT_TEMPLATE if kind == "earthvl" else USER_TEMPLATE)
     use_chat_template(processor, template)
@@ -155,9 +169,9 @@ def test_a_template_that_ends_turns_labels_exactly_the_answer_and_eos(hub, sampl
         assert "A chat about a satellite image." in processor.tokenizer.decode(batch["input_ids"][0])
 
 
-def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub, sample_gaia, tmp_path, capsys):
-    model, processor = load_vlm(str(hub(LLAVA)), dtype=torch.float32)
-    shipped = hub(LLAVA) / "chat_template.json"  # llava-hf's own: the answer and a space, no </s>
+def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub_replica, sample_gaia, tmp_path, capsys):
+    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
+    shipped = hub_replica(LLAVA) / "chat_template.json"  # llava-hf's own: the answer and a space, no </s>
     outside = tmp_path / "eos-outside.jinja"
     outside.write_text(USER_TEMPLATE.replace("{{ eos_token }}{% endgeneration %}", "{% endgeneration %}{{ eos_token }}"))
     unmarked = tmp_path / "unmarked.jinja"
@@ -177,7 +191,7 @@ def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub, sample
     with pytest.raises(EarthvlError, match="no such file"):
         training_chat_template(model, processor, tmp_path / "missing.jinja")
 
-    argv = ["train", "vlm", "--model_name_or_path", str(hub(LLAVA)), "--datasets", f"{sample_gaia}:default", "--eval_split",
+    argv = ["train", "vlm", "--model_name_or_path", str(hub_replica(LLAVA)), "--datasets", f"{sample_gaia}:default", "--eval_split",
             "none", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--max_steps", "1"]  # fmt: skip
     assert cli([*argv, "--chat_template", str(shipped)]) == 2
     error = capsys.readouterr().err
@@ -185,3 +199,25 @@ def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub, sample
     assert cli([*argv, "--chat_template_path", str(shipped)]) == 2
     assert "--chat_template" in capsys.readouterr().err
     assert not (tmp_path / "out" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_card_and_offline_publish_of_the_adapter(trained, captioned, hub_replica, model_hub, tmp_path):
+    _, adapter = trained
+    assert cli(["card", "--results", str(captioned), "--model_dir", str(adapter), "--model_id", "earthvl/llava-rs"]) == 0
+    card = ModelCard.load(adapter / "README.md")
+    assert card.data.base_model == str(hub_replica(LLAVA)) and card.data.library_name == "peft"
+    coco = read_results(captioned)["metrics"]["coco"]
+    assert sorted(index((adapter / "README.md").read_bytes())[1].values()) == sorted(coco.values())
+    publish_model(adapter, "earthvl/llava-rs")
+    files = sent(model_hub)
+    assert not any(name.startswith("merged/") for name in files) and "eval/caption.json" in files
+    assert files["adapter_model.safetensors"] == (adapter / "adapter_model.safetensors").read_bytes()
+    pushed = checkout(files, tmp_path / "download")
+    processor = AutoProcessor.from_pretrained(pushed)
+    assert processor.chat_template == LLAVA_CHAT_TEMPLATE  # what the adapter was trained with travels with it
+    assert (processor.patch_size, processor.num_additional_image_tokens) == (14, 1)
+    base = LlavaForConditionalGeneration.from_pretrained(hub_replica(LLAVA), dtype=torch.float32)
+    reloaded = PeftModel.from_pretrained(base, pushed)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    assert sum("lora_" in name for name, _ in reloaded.named_parameters()) == len(saved) > 0
