@@ -10,9 +10,11 @@ them exactly as it would read the real repository.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,6 +68,25 @@ def hub_model(name: str, out: str | Path, corpus: list[str] | None = None) -> Pa
         _write_bpe_files(_opt_tokenizer(corpus), out)
     _write_weights(out, config)
     return out
+
+
+def hub_id(replica: Callable[[str], Path], name: str) -> str:
+    """`name`, once `replica` (the `hub_replica` fixture) has built it and made the id resolve offline."""
+    replica(name)
+    return name
+
+
+def install_in_cache(folder: str | Path, name: str, cache: str | Path) -> Path:
+    """Lay `folder` out in the Hugging Face cache `cache` as the snapshot of the model repo `name`, so that with
+    `HF_HUB_OFFLINE=1` `from_pretrained(name)` (and everything else that resolves Hub ids) finds it there."""
+    repo = Path(cache) / f"models--{folder_name(name)}"
+    commit = hashlib.sha1(name.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    if not snapshot.is_dir():
+        shutil.copytree(folder, snapshot)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+    return snapshot
 
 
 def _default_corpus() -> list[str]:

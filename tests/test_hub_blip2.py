@@ -17,7 +17,7 @@ from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser
 from earthvl.train.blip2 import main
 from earthvl.train.collate import IGNORE_INDEX
-from hub_models import BLIP2
+from hub_models import BLIP2, hub_id
 
 QUERIES, IMAGE, BOS, PAD, NEWLINE = 32, 50265, 2, 1, 50118
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(hub_replica, sample_gaia, tmp_path_factory):
     out = tmp_path_factory.mktemp("hub-blip2") / "run"
-    args = ["--config", recipe_path("blip2/tiny"), "--model_name_or_path", str(hub_replica(BLIP2)), "--datasets", f"{sample_gaia}:default",
+    args = ["--config", recipe_path("blip2/tiny"), "--model_name_or_path", hub_id(hub_replica, BLIP2), "--datasets", f"{sample_gaia}:default",
             "--output_dir", str(out), "--eval_split", "none", "--max_steps", "2", "--per_device_train_batch_size", "4",
             "--prompt", "a satellite photo of", "--max_new_tokens", "12"]  # fmt: skip
     return main(*make_parser().parse_args_and_config(args)), out
@@ -58,7 +58,7 @@ def test_eval_caption_of_the_adapter_uses_the_saved_prompt_and_generation(traine
     assert cli(["eval", "caption", "--model", str(adapter), "--dataset", str(sample_gaia), "--split", "test",
                 "--max_samples", "3", "--num_beams", "1", "--num_workers", "0", "--protocols", "coco", "--out", str(out)]) == 0  # fmt: skip
     results = read_results(out)
-    assert results["model"]["family"] == "blip2" and results["model"]["base_model"] == str(hub_replica(BLIP2))
+    assert results["model"]["family"] == "blip2" and results["model"]["base_model"] == BLIP2
     assert results["settings"]["prompt"] == "a satellite photo of"
     assert results["settings"]["generation"]["max_new_tokens"] == 12
     rows = [json.loads(line) for line in predictions_path(out).read_text().splitlines()]

@@ -21,14 +21,14 @@ from earthvl.models.pixels import PixelTransform
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
 from earthvl.train.clip import main
-from hub_models import CLIP_B32, CLIP_L336
+from hub_models import CLIP_B32, CLIP_L336, hub_id
 
 SOT, EOT = 49406, 49407
 
 
 @pytest.mark.parametrize("name, side", [(CLIP_B32, 224), (CLIP_L336, 336)])
 def test_text_tower_pools_at_the_end_of_text_token_and_pixels_match_the_processor(hub_replica, name, side):
-    model, processor = load_clip(str(hub_replica(name)), dtype=torch.float32)
+    model, processor = load_clip(hub_id(hub_replica, name), dtype=torch.float32)
     tokenizer = processor.tokenizer
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (SOT, EOT, EOT)
     assert model.config.text_config.eos_token_id == 2  # the legacy value: pool at argmax(input_ids)
@@ -54,7 +54,7 @@ def test_text_tower_pools_at_the_end_of_text_token_and_pixels_match_the_processo
 @pytest.fixture(scope="module")
 def trained(hub_replica, sample_gaia, tmp_path_factory):
     out = tmp_path_factory.mktemp("hub-clip") / "run"
-    args = ["--config", recipe_path("clip/tiny"), "--model_name_or_path", str(hub_replica(CLIP_B32)), "--datasets",
+    args = ["--config", recipe_path("clip/tiny"), "--model_name_or_path", hub_id(hub_replica, CLIP_B32), "--datasets",
             f"{sample_gaia}:default", "--output_dir", str(out), "--eval_split", "none", "--max_steps", "2",
             "--per_device_train_batch_size", "8"]  # fmt: skip
     main(*make_parser().parse_args_and_config(args))
@@ -80,7 +80,7 @@ def test_trained_clip_keeps_the_hub_layout_and_evaluates_like_the_stock_processo
     saved = json.loads((trained / "processor_config.json").read_text())["image_processor"]  # transformers 5 nests it
     assert (saved["size"], saved["crop_size"], saved["resample"]) == ({"shortest_edge": 224}, {"height": 224, "width": 224}, 3)
     model, processor = load_clip(str(trained), dtype=torch.float32)
-    base = CLIPModel.from_pretrained(hub_replica(CLIP_B32))
+    base = CLIPModel.from_pretrained(CLIP_B32)
     assert not torch.equal(model.text_projection.weight, base.text_projection.weight)  # it trained
     # The Trainer aligned the text config's special ids with the tokenizer (eos 2 -> 49407): the tower still pools at
     # the first <|endoftext|>, the end of the text.

@@ -30,7 +30,7 @@ from earthvl.models.vlm import load_adapter, load_vlm, training_chat_template, u
 from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.train.conversations import to_conversations
 from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main
-from hub_models import LLAVA
+from hub_models import LLAVA, hub_id
 from test_publish_model import checkout, index, model_hub, sent  # noqa: F401  (model_hub: the recording HfApi)
 
 hub = test_publish.hub  # the patched HfApi that model_hub extends
@@ -59,7 +59,7 @@ def arguments(hub_replica, gaia, out, *, steps=1, chat_template=None, merge=Fals
         use_cpu=True, activation_checkpointing=False, seed=0, max_length=None, assistant_only_loss=True,
         save_strategy="no", logging_steps=50,
     )  # fmt: skip
-    model = VlmModelArguments(model_name_or_path=str(hub_replica(LLAVA)), dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    model = VlmModelArguments(model_name_or_path=hub_id(hub_replica, LLAVA), dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0)
     return script, training, model
 
 
@@ -108,7 +108,7 @@ def test_the_merged_model_keeps_the_real_flags_and_generates_like_the_adapter(tr
 
 
 def test_eval_prompts_carry_one_bos_with_either_template(hub_replica):
-    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
+    model, processor = load_vlm(hub_id(hub_replica, LLAVA), dtype=torch.float32)
     for template in (processor.chat_template, LLAVA_CHAT_TEMPLATE):  # llava-hf's writes no <s>; earthvl's does
         use_chat_template(processor, template)
         generator = LlavaGenerator(model, processor, CAPTION_INSTRUCTION, max_new_tokens=2)
@@ -130,7 +130,7 @@ def captioned(trained, sample_gaia, tmp_path_factory):
 def test_eval_caption_and_classify_of_the_trained_adapter(trained, captioned, hub_replica, sample_world, sample_gaia, tmp_path):
     _, adapter = trained
     results = read_results(captioned)
-    assert results["model"]["family"] == "llava" and results["model"]["base_model"] == str(hub_replica(LLAVA))
+    assert results["model"]["family"] == "llava" and results["model"]["base_model"] == LLAVA
     assert results["settings"]["prompt"] == CAPTION_INSTRUCTION and results["settings"]["generation"]["max_new_tokens"] == 4
     predictions = [json.loads(line) for line in predictions_path(captioned).read_text().splitlines()]
     model, processor = load_adapter(adapter, dtype=torch.float32)
@@ -157,7 +157,7 @@ def test_a_template_that_ends_turns_labels_exactly_the_answer_and_eos(hub_replic
     else:
         path = tmp_path / "chat_template.json"
         path.write_text(json.dumps({"chat_template": USER_TEMPLATE}))
-    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
+    model, processor = load_vlm(hub_id(hub_replica, LLAVA), dtype=torch.float32)
     template = training_chat_template(model, processor, path)
     assert template == (LLAVA_CHAT_TEMPLATE if kind == "earthvl" else USER_TEMPLATE)
     use_chat_template(processor, template)
@@ -170,7 +170,7 @@ def test_a_template_that_ends_turns_labels_exactly_the_answer_and_eos(hub_replic
 
 
 def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub_replica, sample_gaia, tmp_path, capsys):
-    model, processor = load_vlm(str(hub_replica(LLAVA)), dtype=torch.float32)
+    model, processor = load_vlm(hub_id(hub_replica, LLAVA), dtype=torch.float32)
     shipped = hub_replica(LLAVA) / "chat_template.json"  # llava-hf's own: the answer and a space, no </s>
     outside = tmp_path / "eos-outside.jinja"
     outside.write_text(USER_TEMPLATE.replace("{{ eos_token }}{% endgeneration %}", "{% endgeneration %}{{ eos_token }}"))
@@ -191,7 +191,7 @@ def test_templates_that_cannot_end_turns_are_refused_naming_the_file(hub_replica
     with pytest.raises(EarthvlError, match="no such file"):
         training_chat_template(model, processor, tmp_path / "missing.jinja")
 
-    argv = ["train", "vlm", "--model_name_or_path", str(hub_replica(LLAVA)), "--datasets", f"{sample_gaia}:default", "--eval_split",
+    argv = ["train", "vlm", "--model_name_or_path", hub_id(hub_replica, LLAVA), "--datasets", f"{sample_gaia}:default", "--eval_split",
             "none", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--max_steps", "1"]  # fmt: skip
     assert cli([*argv, "--chat_template", str(shipped)]) == 2
     error = capsys.readouterr().err
@@ -206,7 +206,7 @@ def test_card_and_offline_publish_of_the_adapter(trained, captioned, hub_replica
     _, adapter = trained
     assert cli(["card", "--results", str(captioned), "--model_dir", str(adapter), "--model_id", "earthvl/llava-rs"]) == 0
     card = ModelCard.load(adapter / "README.md")
-    assert card.data.base_model == str(hub_replica(LLAVA)) and card.data.library_name == "peft"
+    assert card.data.base_model == LLAVA and card.data.library_name == "peft"
     coco = read_results(captioned)["metrics"]["coco"]
     assert sorted(index((adapter / "README.md").read_bytes())[1].values()) == sorted(coco.values())
     publish_model(adapter, "earthvl/llava-rs")
@@ -217,7 +217,7 @@ def test_card_and_offline_publish_of_the_adapter(trained, captioned, hub_replica
     processor = AutoProcessor.from_pretrained(pushed)
     assert processor.chat_template == LLAVA_CHAT_TEMPLATE  # what the adapter was trained with travels with it
     assert (processor.patch_size, processor.num_additional_image_tokens) == (14, 1)
-    base = LlavaForConditionalGeneration.from_pretrained(hub_replica(LLAVA), dtype=torch.float32)
+    base = LlavaForConditionalGeneration.from_pretrained(LLAVA, dtype=torch.float32)
     reloaded = PeftModel.from_pretrained(base, pushed)
     saved = load_file(adapter / "adapter_model.safetensors")
     assert sum("lora_" in name for name, _ in reloaded.named_parameters()) == len(saved) > 0
