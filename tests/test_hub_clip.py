@@ -6,6 +6,7 @@ the text tower pool at the highest token id."""
 import json
 
 import pytest
+import test_publish
 import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
@@ -15,6 +16,7 @@ from earthvl.data import load_split
 from earthvl.eval import classification_metrics, retrieval_metrics
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.results import read_results
+from earthvl.hub import publish_model
 from earthvl.images import open_image
 from earthvl.models.clip import TextChunker, load_clip, text_embeddings, text_limit
 from earthvl.models.pixels import PixelTransform
@@ -22,6 +24,9 @@ from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
 from earthvl.train.clip import main
 from hub_models import CLIP_B32, CLIP_L336, hub_id
+from test_publish_model import checkout, index, model_hub, sent  # noqa: F401  (model_hub: the recording HfApi)
+
+hub = test_publish.hub  # the patched HfApi that model_hub extends
 
 SOT, EOT = 49406, 49407
 
@@ -76,7 +81,7 @@ def stock(folder, images, texts_per_class):
 
 
 @pytest.mark.slow
-def test_trained_clip_keeps_the_hub_layout_and_evaluates_like_the_stock_processor(trained, hub_replica, sample_world, sample_gaia, tmp_path):
+def test_trained_clip_keeps_the_hub_layout_evaluates_like_the_stock_processor_and_publishes(trained, hub_replica, sample_world, sample_gaia, model_hub, tmp_path):
     saved = json.loads((trained / "processor_config.json").read_text())["image_processor"]  # transformers 5 nests it
     assert (saved["size"], saved["crop_size"], saved["resample"]) == ({"shortest_edge": 224}, {"height": 224, "width": 224}, 3)
     model, processor = load_clip(str(trained), dtype=torch.float32)
@@ -111,3 +116,13 @@ def test_trained_clip_keeps_the_hub_layout_and_evaluates_like_the_stock_processo
     with torch.no_grad():
         expected = retrieval_metrics(image, embed(texts), [row for row in rows for _ in test.references(row)])
     assert results["metrics"]["clip_benchmark"] == pytest.approx(expected, abs=1e-6)
+
+    classify = tmp_path / "classify.json"
+    assert cli(["card", "--results", str(classify), str(out), "--model_dir", str(trained), "--model_id", "earthvl/clip-rs"]) == 0
+    publish_model(trained, "earthvl/clip-rs")
+    files = sent(model_hub)
+    assert files["model.safetensors"] == (trained / "model.safetensors").read_bytes()
+    values = index(files["README.md"])[1].values()
+    assert read_results(out)["metrics"]["clip_benchmark"]["mean_recall"] in values
+    pushed = checkout(files, tmp_path / "download")
+    assert CLIPProcessor.from_pretrained(pushed).tokenizer("a river")["input_ids"][-1] == EOT
