@@ -74,7 +74,7 @@ def turn_end_problem(processor: Any, template: str, stop_ids: Sequence[int]) -> 
         )
     except Exception as error:  # a broken template fails in jinja, in the renderer or in tokenisation
         return f"it does not render a conversation ({type(error).__name__}: {error})"
-    ids, mask = list(_first_row(rendered["input_ids"])), list(_first_row(rendered["assistant_masks"]))
+    ids, mask = list(rendered["input_ids"][0]), list(rendered["assistant_masks"][0])  # a processor batches its output
     spans: list[list[int]] = []
     for index, (token, marked) in enumerate(zip(ids, mask)):
         if marked:
@@ -92,9 +92,3 @@ def turn_end_problem(processor: Any, template: str, stop_ids: Sequence[int]) -> 
         if tokenizer.decode(span[:-1]).strip() != answer:
             return f"the answer {answer!r} is marked as {tokenizer.decode(span)!r}: not just the answer and the end of turn"
     return None
-
-
-def _first_row(values: Any) -> Any:
-    """Row 0 of a batched (list of lists, or 2-D tensor) output, or the output itself when it is one row."""
-    first = values[0]
-    return first if hasattr(first, "__len__") else values

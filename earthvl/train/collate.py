@@ -89,7 +89,8 @@ class Blip2Collator:
     """BLIP-2 captioning batches: `[image] x num_query_tokens`, the prompt (with the tokenizer's `bos`), the caption
     and its end token, right-padded; labels are the caption and the end token only (-100 at image-query, prompt and
     pad positions). The end token is `end_token_id` (give the one the model's generation stops at:
-    `earthvl.models.loading.stop_token_ids`; "\\n" for Salesforce's OPT checkpoints), by default the tokenizer's `eos`.
+    `earthvl.models.loading.stop_token_ids`: the newline for Salesforce's OPT checkpoints), by default the tokenizer's
+    `eos`.
     Captions longer than `max_caption_tokens` are cut to it."""
 
     def __init__(self, processor: Any, prompt: str = "", max_caption_tokens: int = 512, end_token_id: int | None = None) -> None:
