@@ -18,8 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from tokenizers import Regex
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, Blip2ForConditionalGeneration, CLIPModel, LlavaForConditionalGeneration
 
 HUB = Path(__file__).parent / "hub"

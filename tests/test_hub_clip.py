@@ -12,7 +12,6 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from earthvl.cli import main as cli
-from earthvl.data import load_split
 from earthvl.eval import classification_metrics, retrieval_metrics
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.results import read_results
