@@ -50,3 +50,28 @@ def caption_world(tmp_path_factory):
     build_gaia(world.gaia.root, root / "gaia", configs="default", progress=False)
     labels = {patch.file_name: patch.label_map for patch in world.chatearthnet.patches if patch.label_map is not None}
     return {"cen": root / "cen", "gaia": root / "gaia", "labels": labels}
+
+
+@pytest.fixture(scope="session")
+def hub_replica(tmp_path_factory):
+    """The offline replicas of the Hub checkpoints earthvl names (tests/hub, tests/hub_models.py): `hub_replica(name)`
+    builds the replica of `name` (e.g. "llava-hf/llava-1.5-7b-hf") on first use and returns its folder. From then on
+    the Hub id `name` itself resolves to it offline too: for the rest of the session the Hugging Face cache is a
+    session folder holding the replicas as snapshots (the tests run offline, so nothing else is read from a cache)."""
+    import huggingface_hub.constants
+    from hub_models import folder_name, hub_model, install_in_cache
+
+    root = tmp_path_factory.mktemp("hub")
+    cache = tmp_path_factory.mktemp("hf-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    built = {}
+
+    def folder(name):
+        if name not in built:
+            built[name] = hub_model(name, root / folder_name(name))
+            install_in_cache(built[name], name, cache)
+        return built[name]
+
+    yield folder
+    patch.undo()

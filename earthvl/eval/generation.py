@@ -43,7 +43,8 @@ class LlavaGenerator:
         message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         self.prompt = processor.apply_chat_template(message, add_generation_prompt=True)
         tokenizer = processor.tokenizer
-        # A template that writes the bos token itself (earthvl's and GeoChat's do) must not get a second one.
+        # A template that writes the bos token itself (earthvl's: TRL tokenises training rows without special tokens)
+        # must not get a second one from the tokenizer; one without (llava-hf's) gets it from the tokenizer.
         self.add_special_tokens = not (tokenizer.bos_token and self.prompt.startswith(tokenizer.bos_token))
         self.generation = {
             "do_sample": False,

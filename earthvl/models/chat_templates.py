@@ -1,10 +1,15 @@
 """Chat templates shared by the tokenizers and processors that earthvl builds.
 
 A template lives here once; the tokenizer's ``chat_template`` and the processor's ``chat_template`` both point
-at the same string so the two can never disagree.
+at the same string so the two can never disagree. `turn_end_problem` checks that a template (earthvl's, a
+checkpoint's or a user's) can teach a model to stop.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Sequence
+from typing import Any
 
 # LLaVA-1.5 ("vicuna_v1") conversation format:
 #
@@ -62,3 +67,43 @@ GEOCHAT_CHAT_TEMPLATE = (
     "{%- set messages = [{'role': 'system', 'content': " + json.dumps(GEOCHAT_SYSTEM_PROMPT) + "}] + messages -%}"
     "{%- endif -%}" + LLAVA_CHAT_TEMPLATE
 )
+
+_PROBE = (("first question", "first answer"), ("second question", "second answer"))
+
+
+def turn_end_problem(processor: Any, template: str, stop_ids: Sequence[int]) -> str | None:
+    """Why training with `template` would not teach the model to stop, or None when it would.
+
+    A two-turn conversation is rendered and tokenised with the assistant mask that TRL's `assistant_only_loss` trains
+    on: each assistant turn must be marked (`{% generation %}` ... `{% endgeneration %}`) as exactly its answer
+    followed by a token of `stop_ids` (what generation stops at). Text-only turns, as images are expanded into image
+    tokens after the mask is computed."""
+    tokenizer = processor.tokenizer
+    messages = []
+    for question, answer in _PROBE:
+        messages.append({"role": "user", "content": [{"type": "text", "text": question}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    try:
+        rendered = processor.apply_chat_template(
+            messages, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+    except Exception as error:  # a broken template fails in jinja, in the renderer or in tokenisation
+        return f"it does not render a conversation ({type(error).__name__}: {error})"
+    ids, mask = list(rendered["input_ids"][0]), list(rendered["assistant_masks"][0])  # a processor batches its output
+    spans: list[list[int]] = []
+    for index, (token, marked) in enumerate(zip(ids, mask)):
+        if marked:
+            if not (index and mask[index - 1]):
+                spans.append([])
+            spans[-1].append(token)
+    if not spans:
+        return "it marks no assistant tokens: it needs {% generation %} ... {% endgeneration %} around each answer"
+    if len(spans) != len(_PROBE):
+        return f"it marks {len(spans)} spans in a conversation of {len(_PROBE)} assistant turns"
+    stops = " or ".join(repr(tokenizer.decode([stop])) for stop in stop_ids)
+    for span, (_, answer) in zip(spans, _PROBE):
+        if span[-1] not in stop_ids:
+            return f"the answer {answer!r} is marked as {tokenizer.decode(span)!r}, without the end of turn {stops} after it"
+        if tokenizer.decode(span[:-1]).strip() != answer:
+            return f"the answer {answer!r} is marked as {tokenizer.decode(span)!r}: not just the answer and the end of turn"
+    return None

@@ -168,6 +168,16 @@ def lora_options(model_args: Any) -> dict[str, Any]:
     )
 
 
+def stop_token_ids(model: PreTrainedModel, tokenizer: Any) -> list[int]:
+    """The ids generation stops at: the model's generation config, else the tokenizer's eos. Every trained answer
+    must end with the first of them, or the model never learns to stop (`</s>` for LLaVA-1.5; the newline for
+    Salesforce's BLIP-2 OPT checkpoints, whose generation config stops there as LAVIS trained them)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
 def weights_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype of a model's floating-point weights (what its inputs must be cast to; quantised layers aside)."""
     return next(p.dtype for p in model.parameters() if p.is_floating_point())

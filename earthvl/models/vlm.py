@@ -3,11 +3,20 @@
 QLoRA layout: the language model's linear layers are NF4 with double quantisation and bf16 compute; the vision
 tower, the projector and `lm_head` stay unquantised, and LoRA adapts only the language model's linear layers
 (the projector is trained in full on request).
+
+Chat template for training: every assistant answer's labels end with the token generation stops at (`</s>` for
+LLaVA-1.5), whatever template the checkpoint ships. `training_chat_template` renders a two-turn conversation with
+the assistant mask TRL trains on: the checkpoint's own template is kept when each answer is marked together with
+that end of turn (it is then the checkpoint's training format, e.g. an earthvl-trained model's); otherwise earthvl's
+LLaVA-1.5 template replaces it (llava-hf's marks the answer plus a space and no `</s>`, so a model trained with it
+never learns to stop). A template the user names is checked the same way and refused if it cannot end turns. The
+processor saved with the adapter carries the template used, so generation sees the prompt format it was trained on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +26,18 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
 
 from earthvl.errors import EarthvlError
-from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
-from earthvl.models.loading import adapter_base, check_safetensors, load_pretrained, lora_targets, save_merged
+from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE, turn_end_problem
+from earthvl.models.loading import (
+    adapter_base,
+    check_safetensors,
+    load_pretrained,
+    lora_targets,
+    save_merged,
+    stop_token_ids,
+)
 from earthvl.models.vision import interpolate_position_embeddings, vision_embeddings, widen_patch_embedding
+
+logger = logging.getLogger(__name__)
 
 UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 """Full module paths: in transformers 5 short names silently match nothing and the vision tower gets quantised."""
@@ -43,6 +61,51 @@ def load_vlm(name_or_path: str, **kwargs: Any) -> tuple[LlavaForConditionalGener
     if not getattr(processor, "chat_template", None):
         processor.chat_template = LLAVA_CHAT_TEMPLATE
     return model, processor
+
+
+def read_chat_template(path: str | Path) -> str:
+    """A chat template file: Jinja text, or a `chat_template.json` (`{"chat_template": ...}`) as processors save it."""
+    path = Path(path)
+    if not path.is_file():
+        raise EarthvlError(f"chat template {path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)["chat_template"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise EarthvlError(f"chat template {path}: a .json file must hold {{\"chat_template\": ...}} ({error})") from error
+    return text
+
+
+def training_chat_template(
+    model: LlavaForConditionalGeneration, processor: ProcessorMixin, template_file: str | Path | None = None
+) -> str:
+    """The chat template to train `model` with (the policy is in the module docstring): the one in `template_file`
+    if it ends turns (else an error naming the file), the processor's own if it does, else earthvl's LLaVA-1.5
+    template."""
+    stops = stop_token_ids(model, processor.tokenizer)
+    if template_file is not None:
+        template = read_chat_template(template_file)
+        problem = turn_end_problem(processor, template, stops)
+        if problem:
+            raise EarthvlError(f"chat template {template_file} cannot teach the model to stop: {problem}")
+        return template
+    shipped = getattr(processor, "chat_template", None)
+    if isinstance(shipped, str):
+        problem = turn_end_problem(processor, shipped, stops)
+        if problem is None:
+            return shipped
+        logger.info("the checkpoint's chat template is not used for training (%s): earthvl's LLaVA-1.5 template is", problem)
+    problem = turn_end_problem(processor, LLAVA_CHAT_TEMPLATE, stops)
+    if problem:
+        raise EarthvlError(f"earthvl's LLaVA-1.5 chat template cannot teach this model to stop ({problem}): give one with --chat_template")
+    return LLAVA_CHAT_TEMPLATE
+
+
+def use_chat_template(processor: ProcessorMixin, template: str) -> None:
+    """Make `template` the processor's (and its tokenizer's) chat template, so that both save it."""
+    processor.chat_template = template
+    processor.tokenizer.chat_template = template
 
 
 def apply_vision(model: LlavaForConditionalGeneration, processor: ProcessorMixin | None, vision: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from trl import ModelConfig
 
 from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
-from earthvl.models.loading import loading_options, lora_options
+from earthvl.models.loading import loading_options, lora_options, stop_token_ids
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.captions import ALT_TEXT_COLUMN, caption_datasets, caption_texts
 from earthvl.train.collate import Blip2Collator
@@ -110,6 +110,9 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
     model, processor = load_blip2(model_args.model_name_or_path, **loading_options(model_args))
     generation = generation_config(model, num_beams=script_args.num_beams, max_new_tokens=script_args.max_new_tokens)
     model.generation_config = generation
+    # Captions end with the token the checkpoint's generation stops at ("\n" for Salesforce's OPT models), read
+    # before the Trainer adds the tokenizer's eos to the generation config.
+    end_token_id = stop_token_ids(model, processor.tokenizer)[0]
     limit = caption_limit(model, processor, script_args.prompt, script_args.max_caption_tokens)
     pixels = PixelTransform.from_processor(processor.image_processor, max_pixels=script_args.max_pixels)
     sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
@@ -129,7 +132,7 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
         args=training_args,
         train_dataset=mix(sources, script_args.dataset_weights, seed=training_args.seed),
         eval_dataset=eval_dataset,
-        data_collator=Blip2Collator(processor, script_args.prompt, limit),
+        data_collator=Blip2Collator(processor, script_args.prompt, limit, end_token_id),
         processing_class=processor,
         callbacks=[EpochCallback(transforms)],
     )

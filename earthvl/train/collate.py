@@ -127,20 +127,24 @@ class ClipCollator:
 
 class Blip2Collator:
     """BLIP-2 captioning batches: `[image] x num_query_tokens`, the prompt (with the tokenizer's `bos`), the caption
-    and `eos`, right-padded; labels are the caption and `eos` only (-100 at image-query, prompt and pad positions).
+    and its end token, right-padded; labels are the caption and the end token only (-100 at image-query, prompt and
+    pad positions). The end token is `end_token_id` (give the one the model's generation stops at:
+    `earthvl.models.loading.stop_token_ids`: the newline for Salesforce's OPT checkpoints), by default the tokenizer's
+    `eos`.
     Captions longer than `max_caption_tokens` are cut to it."""
 
-    def __init__(self, processor: Any, prompt: str = "", max_caption_tokens: int = 512) -> None:
+    def __init__(self, processor: Any, prompt: str = "", max_caption_tokens: int = 512, end_token_id: int | None = None) -> None:
         self.tokenizer = processor.tokenizer
         self.prefix = blip2_prompt_ids(processor, prompt)
         self.space = " " if prompt and not prompt.endswith(" ") else ""
         self.max_caption_tokens = max_caption_tokens
+        self.end_token_id = self.tokenizer.eos_token_id if end_token_id is None else end_token_id
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         good, skipped = usable_rows(examples)
         captions = [self.space + example[TEXTS][0] for example in good]
         bodies = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
-        rows = [body[: self.max_caption_tokens - 1] + [self.tokenizer.eos_token_id] for body in bodies]
+        rows = [body[: self.max_caption_tokens - 1] + [self.end_token_id] for body in bodies]
         width = len(self.prefix) + max(len(row) for row in rows)
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)

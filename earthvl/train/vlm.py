@@ -22,7 +22,15 @@ from earthvl.models.assemble import assemble_vlm
 from earthvl.models.attention import use_varlen_attention
 from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.vision import band_statistics
-from earthvl.models.vlm import VISION_FILE, apply_vision, load_vlm, lora_config, merge_adapter
+from earthvl.models.vlm import (
+    VISION_FILE,
+    apply_vision,
+    load_vlm,
+    lora_config,
+    merge_adapter,
+    training_chat_template,
+    use_chat_template,
+)
 from earthvl.train.collate import VlmCollator
 from earthvl.train.conversations import Conversations, to_conversations
 from earthvl.train.foundation import (
@@ -66,6 +74,15 @@ class VlmScriptArguments(DataArguments):
             "backward passes on the longest rows pick the largest micro-batch that fits, dividing "
             "per_device_train_batch_size x gradient_accumulation_steps, which stays the batch per optimizer step. "
             "Recorded in <output_dir>/memory_budget.json and training_args.json."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train with this chat template (a Jinja file, or a chat_template.json). It must mark each answer "
+            "and the end-of-turn token after it (</s> for LLaVA-1.5) with {% generation %} ... {% endgeneration %}, or "
+            "it is refused. Default: the checkpoint's template if it does so, else earthvl's LLaVA-1.5 template. The "
+            "processor saved with the adapter carries the template used."
         },
     )
 
@@ -219,6 +236,8 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     """Train, save the adapter (or model) and processor into `training_args.output_dir`; returns the trainer."""
     check_training(training_args)
     base = base_model(model_args)
+    if training_args.chat_template_path:
+        raise EarthvlError("give the chat template with --chat_template (checked to end every turn), not --chat_template_path")
     if training_args.remove_unused_columns:
         logger.info("remove_unused_columns set to False: conversation rows are made on access from the image columns")
         training_args.remove_unused_columns = False
@@ -248,6 +267,7 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
         )
         eval_dataset = {short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
     model, processor = load_vlm(base, **loading_options(model_args))
+    use_chat_template(processor, training_chat_template(model, processor, script_args.chat_template))
     vision = vision_settings(model_args, sources[0], training_args.seed)
     apply_vision(model, processor, vision)
     peft_config = None
