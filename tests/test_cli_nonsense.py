@@ -106,6 +106,13 @@ def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
             (["--source", missing, "--out", str(places / "gaia")], missing),
             (["--source", gaia, "--out", str(places / "gaia"), "--images", "ftp"], "invalid choice: 'ftp'"),
         ],
+        "convert geochat": [
+            (["--src", folder, "--out", UNWRITABLE], "/proc"),
+            (["--src", folder, "--out", file_out], "is not a folder"),
+            (["--src", folder, "--out", str(places / "llava"), "--image_size", "0"], "image_size"),
+            (["--src", folder, "--out", str(places / "llava"), "--dtype", "float8"], "invalid choice: 'float8'"),
+            (["--src", missing, "--out", str(places / "llava")], missing),
+        ],
         "publish": [
             ([folder, "--repo", "not a repo id!"], "not a repo id!"),
             ([folder, "--repo", "org/name/extra"], "org/name/extra"),

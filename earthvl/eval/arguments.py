@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
+from earthvl.errors import check_positive
 from earthvl.eval.batches import ON_BAD_IMAGE
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.models.clip import LONG_TEXT
-
-
-def check_positive(options: Any, *names: str) -> None:
-    """A ValueError naming the first of the integer options `names` that is set and below 1."""
-    for name in names:
-        value = getattr(options, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 @dataclass

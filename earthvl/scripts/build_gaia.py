@@ -13,6 +13,7 @@ from trl import TrlParser
 from earthvl.builders.download import FetchPolicy
 from earthvl.builders.folder import report_summary
 from earthvl.builders.gaia.build import CONFIGS, IMAGE_SOURCES, build_gaia
+from earthvl.errors import check_positive
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.builders.gaia.layout import CAPTION_PREFIX, HUB_ID
 
@@ -61,8 +62,7 @@ class BuildGaiaArguments:
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
     def __post_init__(self) -> None:
-        if self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        check_positive(self, "max_pixels")
 
 
 def make_parser(prog: str = "earthvl build gaia") -> TrlParser:

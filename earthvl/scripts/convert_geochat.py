@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from earthvl.atomic import check_writable
+from earthvl.errors import check_positive
 from earthvl.models.geochat import GEOCHAT_IMAGE_SIZE, REPORT_FILE, convert_geochat
 
 
@@ -44,8 +46,14 @@ class ConvertGeochatArguments:
             "(its evaluation scripts resize and centre-crop, the default)."
         },
     )
-    dtype: str = field(default="float16", metadata={"help": "dtype of the saved weights (GeoChat runs in float16)."})
+    dtype: str = field(
+        default="float16",
+        metadata={"help": "dtype of the saved weights (GeoChat runs in float16).", "choices": ["float16", "bfloat16", "float32"]},
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --out."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "image_size")
 
 
 def make_parser(prog: str = "earthvl convert geochat") -> TrlParser:
@@ -53,6 +61,7 @@ def make_parser(prog: str = "earthvl convert geochat") -> TrlParser:
 
 
 def main(args: ConvertGeochatArguments) -> int:
+    check_writable(args.out, "output folder", folder=True)
     report = convert_geochat(
         args.src,
         args.out,

@@ -18,7 +18,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from earthvl.atomic import check_writable
-from earthvl.errors import EarthvlError
+from earthvl.errors import EarthvlError, check_positive
 from earthvl.quickstart import (
     SAMPLE,
     SUMMARY_FILE,
@@ -85,10 +85,7 @@ class QuickstartArguments:
     force: bool = field(default=False, metadata={"help": "Redo every step instead of reusing finished ones."})
 
     def __post_init__(self) -> None:
-        for name in ("tiles", "gaia_images", "max_train_steps", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+        check_positive(self, "tiles", "gaia_images", "max_train_steps", "max_eval_samples")
         if self.seed < 0:
             raise ValueError(f"seed must be 0 or more, got {self.seed}")
 

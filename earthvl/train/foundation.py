@@ -22,7 +22,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from earthvl.atomic import check_writable
 from earthvl.data import load_split
-from earthvl.errors import EarthvlError
+from earthvl.errors import EarthvlError, check_positive
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.train.checkpoints import AtomicCheckpoints, last_checkpoint
 from earthvl.train.progress import ThroughputLogging
@@ -79,10 +79,7 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.eval_split is not None and self.eval_split.lower() in ("", "none", "null"):
             self.eval_split = None
-        for name in self.positive_options:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+        check_positive(self, *self.positive_options)
         if self.dataset_weights is not None and not all(weight > 0 for weight in self.dataset_weights):
             raise ValueError(f"dataset_weights must all be positive, got {self.dataset_weights}")
 
@@ -90,10 +87,7 @@ class DataArguments:
 def check_training(args: TrainingArguments) -> None:
     """Refuse training options that transformers accepts but that would fail late or train nothing (a batch of 0,
     no epochs and no steps), and an output folder that cannot be written: before any data or model loads."""
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        value = getattr(args, name)
-        if value < 1:
-            raise EarthvlError(f"{name} must be at least 1, got {value}")
+    check_positive(args, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
     if args.max_steps <= 0 and not args.num_train_epochs > 0:
         raise EarthvlError(f"num_train_epochs must be positive (or set max_steps), got {args.num_train_epochs}")
     if args.dataloader_num_workers < 0:
