@@ -27,7 +27,8 @@ from PIL import Image
 
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet import build
-from earthvl.builders.chatearthnet.build import build_chatearthnet, stack_bands
+from earthvl.builders.chatearthnet.build import build_chatearthnet
+from earthvl.builders.chatearthnet.features import stack_bands
 from earthvl.builders.chatearthnet.features import BAND_COLUMNS, features_for
 from earthvl.builders.folder import default_num_proc
 from earthvl.sample import generate_sample

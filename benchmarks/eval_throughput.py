@@ -51,7 +51,7 @@ from earthvl.eval.arguments import CaptionArguments, ClassifyArguments, EvalArgu
 from earthvl.eval.batches import Failures, decoded_batches
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.generation import LlavaGenerator, generate_all
-from earthvl.eval.models import load_eval_model
+from earthvl.eval.eval_model import load_eval_model
 from earthvl.eval.run import evaluate
 from earthvl.eval.tasks import image_decoder
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit

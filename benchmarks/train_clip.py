@@ -67,7 +67,7 @@ from earthvl.models.tiny import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.sample import generate_sample
 from earthvl.scripts.train_clip import make_parser
-from earthvl.train.captions import caption_texts, load_caption_rows
+from earthvl.train.caption_rows import caption_texts, load_caption_rows
 from earthvl.train.clip import TEXT_FIT_ROWS, ClipTrainer
 from earthvl.train.collate import ClipCollator
 from earthvl.train.foundation import EpochCallback, mix

@@ -1,4 +1,5 @@
-"""Loading one split of a dataset, from the Hub or from a local Hub-style folder (a built earthvl dataset).
+"""Loading one split of a dataset, from the Hub or from a local Hub-style folder (a built earthvl dataset), and
+the column that names its rows.
 
 `load_dataset(<folder>, config)` in datasets 5.2 caches a local folder under its name and config alone: a second
 folder with the same name (a rebuild elsewhere, another sample world) is silently served the first one's rows. A
@@ -9,12 +10,22 @@ path and modification time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard
 
-from earthvl.builders.folder import CARD_FILE
+from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
+
+KEY_COLUMNS = ("id", "file_name")
+"""The column that names a row stably (to seed its training choices, to report a failed eval row), else the row
+number."""
+
+
+def first_column(dataset: Dataset, candidates: Sequence[str]) -> str | None:
+    """The first of `candidates` that is a column of `dataset`."""
+    return next((name for name in candidates if name in dataset.column_names), None)
 
 
 def folder_configs(folder: Path) -> list[dict]:

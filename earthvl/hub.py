@@ -18,9 +18,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from earthvl.builders.folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.cards.model import EVAL_DIR, MERGED_DIR, eval_results, load_results, read_model_folder, render_model_card
 from earthvl.data import folder_configs
+from earthvl.dataset_folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError
 from earthvl.models.loading import PICKLE_SUFFIXES
 

@@ -165,7 +165,7 @@ def summary_rows(out: Path, evaluations: Sequence[Evaluation]) -> list[dict[str,
 
 
 def _metrics(path: Path, protocol: str) -> dict[str, float]:
-    from earthvl.eval.results import read_results
+    from earthvl.eval_results import read_results
 
     metrics = read_results(path)["metrics"]
     if protocol not in metrics:

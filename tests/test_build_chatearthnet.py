@@ -22,7 +22,8 @@ from huggingface_hub import DatasetCard
 from PIL import Image as PILImage
 
 from earthvl.builders.chatearthnet import build, layout
-from earthvl.builders.chatearthnet.build import CONFIGS, build_chatearthnet, features_for, stack_bands
+from earthvl.builders.chatearthnet.build import CONFIGS, build_chatearthnet, features_for
+from earthvl.builders.chatearthnet.features import stack_bands
 from earthvl.cards.statistics import caption_statistics
 from earthvl.errors import EarthvlError
 from earthvl.sample import generate_sample

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from earthvl.atomic import check_writable
-from earthvl.builders.folder import BUILD_MARKER, output_folder
+from earthvl.builders.folder import output_folder
+from earthvl.dataset_folder import BUILD_MARKER
 from earthvl.errors import EarthvlError
 
 

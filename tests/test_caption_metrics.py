@@ -12,7 +12,7 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from earthvl.errors import EarthvlError
 from earthvl.eval import wordnet as wordnet_module
-from earthvl.eval.captions import PROTOCOLS, _ptb_tokenize, caption_metrics, nltk_words
+from earthvl.eval.caption_scores import PROTOCOLS, _ptb_tokenize, caption_metrics, nltk_words
 from earthvl.eval.metrics import corpus_bleu
 
 # Empty and punctuation-only captions, accents, Chinese and emoji, brackets and quotes, METEOR's field separator,

@@ -36,7 +36,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from earthvl.cli import main as cli
 from earthvl.eval.generation import LlavaGenerator
-from earthvl.eval.results import read_results
+from earthvl.eval_results import read_results
 from earthvl.eval.run import predictions_path
 from earthvl.models.geochat import REPORT_FILE
 

@@ -12,7 +12,7 @@ from PIL import Image
 from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures, decoded_batches
 from earthvl.eval.generation import MEMORY_SHARE, LlavaGenerator, rows_in_memory
-from earthvl.eval.models import load_eval_model
+from earthvl.eval.eval_model import load_eval_model
 from earthvl.eval.tasks import batch_size
 from earthvl.images import BadImage
 from earthvl.prompts import CAPTION_INSTRUCTION

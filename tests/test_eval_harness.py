@@ -18,8 +18,8 @@ from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.classification import normalise_answer
 from earthvl.eval.generation import LlavaGenerator, generate_all
-from earthvl.eval.models import load_eval_model
-from earthvl.eval.results import read_results
+from earthvl.eval.eval_model import load_eval_model
+from earthvl.eval_results import read_results
 from earthvl.errors import EarthvlError
 from earthvl.eval.run import predictions_path
 from earthvl.images import open_image

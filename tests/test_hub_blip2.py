@@ -8,7 +8,7 @@ from datasets import Image as ImageFeature
 from transformers import GenerationConfig
 
 from earthvl.cli import main as cli
-from earthvl.eval.results import read_results
+from earthvl.eval_results import read_results
 from earthvl.eval.run import predictions_path
 from earthvl.data import load_split
 from earthvl.models.blip2 import generate_captions, load_adapter

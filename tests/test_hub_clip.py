@@ -14,7 +14,7 @@ from transformers import CLIPModel, CLIPProcessor
 from earthvl.cli import main as cli
 from earthvl.eval import classification_metrics, retrieval_metrics
 from earthvl.eval.benchmarks import load_benchmark
-from earthvl.eval.results import read_results
+from earthvl.eval_results import read_results
 from earthvl.hub import publish_model
 from earthvl.images import open_image
 from earthvl.models.clip import TextChunker, load_clip, text_embeddings, text_limit

@@ -9,7 +9,7 @@ from earthvl.cli import COMMANDS
 from earthvl.eval.captioning import LLAVA_MAX_NEW_TOKENS
 from earthvl.eval.classnames import EUROSAT, EUROSAT_TEMPLATES
 from earthvl.eval.generation import LlavaGenerator
-from earthvl.eval.models import load_eval_model
+from earthvl.eval.eval_model import load_eval_model
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit
 from earthvl.models.vlm import load_vlm, training_chat_template

@@ -21,7 +21,7 @@ from earthvl.errors import EarthvlError
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.classification import normalise_answer
 from earthvl.eval.generation import LlavaGenerator
-from earthvl.eval.results import read_results
+from earthvl.eval_results import read_results
 from earthvl.eval.run import predictions_path
 from earthvl.hub import publish_model
 from earthvl.images import open_image

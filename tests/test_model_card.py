@@ -10,7 +10,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from earthvl import cli
 from earthvl.cards.model import render_model_card, write_model_card
 from earthvl.errors import EarthvlError
-from earthvl.eval.results import write_results
+from earthvl.eval_results import write_results
 
 CLIP_ID = "runs/clip-rs"
 

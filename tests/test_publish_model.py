@@ -19,7 +19,7 @@ from transformers import AutoProcessor, Blip2ForConditionalGeneration, CLIPModel
 from earthvl import cli
 from earthvl.cards.model import write_model_card
 from earthvl.errors import EarthvlError
-from earthvl.eval.results import write_results
+from earthvl.eval_results import write_results
 from earthvl.hub import folder_kind, publish_model
 from earthvl.models.tiny import resolve_model
 from earthvl.recipes import recipe_path

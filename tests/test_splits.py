@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from earthvl.builders.splits import DEFAULT_FRACTIONS, MISSING, geohash, season, spatiotemporal_split, stratum
+from earthvl.builders.stratified_splits import DEFAULT_FRACTIONS, MISSING, geohash, season, spatiotemporal_split, stratum
 from earthvl.errors import EarthvlError
 
 

@@ -20,7 +20,7 @@ from earthvl.models.pixels import PixelTransform
 from earthvl.models.tiny import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
-from earthvl.train.captions import caption_rows
+from earthvl.train.caption_rows import caption_rows
 from earthvl.train.checkpoints import STAGING
 from earthvl.train.clip import ClipModelArguments, ClipScriptArguments, ClipTrainer, main
 from earthvl.train.collate import ClipCollator

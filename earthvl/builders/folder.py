@@ -1,8 +1,5 @@
-"""What every builder shares: the Hub-ready folder layout, Parquet shard writing, the build report, atomic output.
-
-A built folder holds `data/<config>/<split>-XXXXX-of-YYYYY.parquet`, a `README.md` dataset card whose YAML lists
-the configs, figures under `figures/`, and `build_report.json`. It loads with `datasets.load_dataset(folder, config)`.
-"""
+"""What every builder shares: Parquet shard writing, the build report, atomic output into the folder layout that
+`earthvl.dataset_folder` names."""
 
 from __future__ import annotations
 
@@ -20,18 +17,12 @@ from datasets import Features, Image
 
 from earthvl import __version__
 from earthvl.atomic import check_writable, refuse_symlink, staged_dir
+from earthvl.dataset_folder import BUILD_MARKER, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError
 
 MAX_SHARD_BYTES = 500 * 2**20
 ROW_GROUP_ROWS = 100
 """Small row groups keep image datasets cheap to stream (the Hub's own advice for image Parquet)."""
-DATA_DIR = "data"
-FIGURES_DIR = "figures"
-REPORT_FILE = "build_report.json"
-CARD_FILE = "README.md"
-BUILD_MARKER = ".earthvl-build.json"
-"""Written last into every build (hidden, so never published): earthvl's name and version, the dataset and every
-path the build wrote. A rebuild replaces only a folder whose marker says so and that holds nothing else."""
 
 
 class Skip(Exception):

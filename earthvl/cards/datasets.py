@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image as PILImage
 
-from earthvl.builders.folder import DATA_DIR, FIGURES_DIR
 from earthvl.cards.plots import caption_length_histogram, location_map, sample_grid
 from earthvl.cards.statistics import caption_statistics, statistics_table, words
+from earthvl.dataset_folder import DATA_DIR, FIGURES_DIR
 
 GRID_IMAGES = 8
 

@@ -22,11 +22,11 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from earthvl.atomic import write_bytes
+from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
-from earthvl.eval.results import check_results, read_results
+from earthvl.eval_results import check_results, read_results
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
-CARD_FILE = "README.md"
 EVAL_DIR = "eval"
 """Folder of the results files, beside the card (in the model folder and in the Hub repo)."""
 MERGED_DIR = "merged"

@@ -11,9 +11,9 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from earthvl.data import KEY_COLUMNS, first_column
 from earthvl.errors import EarthvlError
 from earthvl.images import BadImage
-from earthvl.train.rows import KEY_COLUMNS, first_column
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from earthvl.eval.arguments import CaptionArguments, EvalArguments
 from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import Benchmark
-from earthvl.eval.captions import PROTOCOLS, caption_metrics
+from earthvl.eval.caption_scores import PROTOCOLS, caption_metrics
 from earthvl.eval.generation import Blip2Generator, LlavaGenerator, generate_all
-from earthvl.eval.models import EvalModel, read_json
+from earthvl.eval.eval_model import EvalModel, read_json
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import GAIA_GENERATION

@@ -10,7 +10,7 @@ from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import Benchmark
 from earthvl.eval.generation import LlavaGenerator, generate_all
 from earthvl.eval.metrics import classification_metrics
-from earthvl.eval.models import EvalModel
+from earthvl.eval.eval_model import EvalModel
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
 from earthvl.models.clip import TextChunker, image_embeddings, text_limit, zero_shot_classifier

@@ -9,7 +9,7 @@ from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import Benchmark
 from earthvl.eval.classification import embed_images
 from earthvl.eval.metrics import retrieval_metrics
-from earthvl.eval.models import EvalModel
+from earthvl.eval.eval_model import EvalModel
 from earthvl.eval.tasks import TaskOutput, batch_size
 from earthvl.models.clip import TextChunker, text_embeddings, text_limit
 

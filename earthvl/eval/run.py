@@ -15,8 +15,8 @@ from earthvl.atomic import check_writable, write_bytes
 from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import load_benchmark
-from earthvl.eval.models import load_eval_model
-from earthvl.eval.results import FORMAT, package_versions, write_results
+from earthvl.eval.eval_model import load_eval_model
+from earthvl.eval_results import FORMAT, package_versions, write_results
 from earthvl.models.loading import weights_dtype
 
 PREDICTIONS_SUFFIX = ".predictions.jsonl"

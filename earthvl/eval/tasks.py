@@ -12,7 +12,7 @@ from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures, decoded_batches
 from earthvl.eval.benchmarks import Benchmark
 from earthvl.eval.generation import LlavaGenerator
-from earthvl.eval.models import EvalModel
+from earthvl.eval.eval_model import EvalModel
 from earthvl.images import open_image
 from earthvl.models.pixels import PixelTransform
 

@@ -25,8 +25,7 @@ from transformers import PreTrainedConfig
 from transformers.image_utils import SizeDict
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 
-from earthvl.builders.chatearthnet.build import stack_bands
-from earthvl.builders.chatearthnet.features import BAND_COLUMNS
+from earthvl.builders.chatearthnet.features import BAND_COLUMNS, stack_bands
 from earthvl.builders.chatearthnet.layout import BANDS
 from earthvl.errors import EarthvlError
 

@@ -15,7 +15,7 @@ from typing import Iterable
 from earthvl import __version__
 from earthvl.builders.chatearthnet.landcover import caption_statistics
 from earthvl.errors import EarthvlError
-from earthvl.sample.captions import gpt35_caption
+from earthvl.sample.caption_templates import gpt35_caption
 from earthvl.sample.chatearthnet import (
     ChatEarthNetSample,
     caption_rng,

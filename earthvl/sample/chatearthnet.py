@@ -11,10 +11,10 @@ from tqdm.auto import tqdm
 
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.landcover import BACKGROUND, caption_statistics
-from earthvl.sample.captions import gpt4v_caption, gpt35_caption
+from earthvl.sample.caption_templates import gpt4v_caption, gpt35_caption
 from earthvl.sample.files import PngWriter, json_bytes, write_bytes, write_zip
 from earthvl.sample.spectra import render_bands
-from earthvl.sample.splits import assign_splits
+from earthvl.sample.fraction_splits import assign_splits
 from earthvl.sample.terrain import BIOMES, Biome, land_cover_map
 
 # independent random streams of one seed

@@ -17,7 +17,7 @@ from earthvl.builders.gaia import layout
 from earthvl.builders.chatearthnet.landcover import CLASS_BY_KEY, LAND_COVER_CLASSES
 from earthvl.sample.files import add_tar_member, json_bytes, png_bytes, write_bytes
 from earthvl.sample.spectra import render_bands
-from earthvl.sample.splits import assign_splits
+from earthvl.sample.fraction_splits import assign_splits
 from earthvl.sample.terrain import BIOMES, land_cover_map, smooth_field
 
 _PLAN, _SCENE, _SHARDS = 11, 12, 13

@@ -33,7 +33,7 @@ from earthvl.errors import EarthvlError
 from earthvl.eval.captioning import LLAVA_MAX_NEW_TOKENS
 from earthvl.eval.classnames import EUROSAT, EUROSAT_TEMPLATES, REMOTE_SENSING_TEMPLATES, RESISC45
 from earthvl.eval.generation import LlavaGenerator
-from earthvl.eval.models import EvalModel, load_eval_model
+from earthvl.eval.eval_model import EvalModel, load_eval_model
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit, zero_shot_classifier
 from earthvl.models.tiny import TINY_MODELS
 from earthvl.prompts import CAPTION_INSTRUCTION

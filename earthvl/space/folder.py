@@ -25,8 +25,8 @@ from packaging.version import Version
 
 import earthvl
 from earthvl.atomic import staged_dir
-from earthvl.builders.folder import CARD_FILE
 from earthvl.cards.model import display_name, is_hub_id, read_model_folder
+from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
 from earthvl.hub import check_space_folder, model_files
 from earthvl.models.tiny import TINY_MODELS

@@ -21,7 +21,7 @@ from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
 from earthvl.models.loading import loading_options, lora_options, stop_token_ids
 from earthvl.models.pixels import PixelTransform
-from earthvl.train.captions import ALT_TEXT_COLUMN, caption_datasets, caption_texts
+from earthvl.train.caption_rows import ALT_TEXT_COLUMN, caption_datasets, caption_texts
 from earthvl.train.collate import Blip2Collator
 from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, check_training, mix, run, save_outputs
 

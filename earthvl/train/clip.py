@@ -16,7 +16,7 @@ from transformers import Trainer, TrainingArguments
 
 from earthvl.models.clip import LONG_TEXT, TextChunker, load_clip, mean_embeddings, text_limit
 from earthvl.models.pixels import PixelTransform
-from earthvl.train.captions import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
+from earthvl.train.caption_rows import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
 from earthvl.train.collate import ClipCollator
 from earthvl.train.foundation import (
     DataArguments,

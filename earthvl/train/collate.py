@@ -12,7 +12,7 @@ from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import blip2_prompt_ids
 from earthvl.models.clip import TextChunker
 from earthvl.models.vision import multispectral_pixel_values
-from earthvl.train.captions import TEXTS
+from earthvl.train.caption_rows import TEXTS
 from earthvl.train.foundation import SKIPPED_IMAGES
 from earthvl.train.rows import BAD_IMAGE
 

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 from datasets import ClassLabel, Dataset
 
-from earthvl.builders.chatearthnet.build import stack_bands
-from earthvl.builders.chatearthnet.features import BAND_COLUMNS
+from earthvl.builders.chatearthnet.features import BAND_COLUMNS, stack_bands
+from earthvl.data import first_column
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS, open_image
 from earthvl.prompts import CAPTION_INSTRUCTION, CAPTION_PARAPHRASES, classify_instruction, vqa_instruction
-from earthvl.train.rows import BAD_IMAGE, RowTransform, first_column, prepare_rows
+from earthvl.train.rows import BAD_IMAGE, RowTransform, prepare_rows
 
 TASKS = ("caption", "classify", "vqa")
 CAPTION_COLUMNS = ("captions", "caption")

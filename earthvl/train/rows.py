@@ -15,24 +15,18 @@ from typing import Any, Callable, Sequence, TypeVar
 from datasets import Dataset
 from datasets import Image as ImageFeature
 
+from earthvl.data import KEY_COLUMNS, first_column
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS, PIL_ERRORS, BadImage
 
 logger = logging.getLogger(__name__)
 
-KEY_COLUMNS = ("id", "file_name")
-"""The column that names a row stably, to seed its choices (else the row number)."""
 ROW_COLUMN = "_row"
 BAD_IMAGE = "bad_image"
 """Row key holding why a row's image could not be used (None when it could)."""
 ON_BAD_IMAGE = ("stop", "skip")
 
 _T = TypeVar("_T")
-
-
-def first_column(dataset: Dataset, candidates: Sequence[str]) -> str | None:
-    """The first of `candidates` that is a column of `dataset`."""
-    return next((name for name in candidates if name in dataset.column_names), None)
 
 
 class RowTransform:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
-import numpy as np
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
@@ -29,8 +28,6 @@ from earthvl.builders.chatearthnet.card import dataset_card
 from earthvl.builders.chatearthnet.features import BAND_COLUMNS, CONFIGS, DEFAULT_CONFIG, EXTRA_GROUPS, features_for
 from earthvl.builders.download import ZENODO_API, download_zenodo_record
 from earthvl.builders.folder import (
-    CARD_FILE,
-    DATA_DIR,
     MAX_SHARD_BYTES,
     BuildReport,
     ShardWriter,
@@ -42,6 +39,7 @@ from earthvl.builders.folder import (
     output_folder,
 )
 from earthvl.cache import cache_dir
+from earthvl.dataset_folder import CARD_FILE, DATA_DIR
 from earthvl.errors import EarthvlError
 from earthvl.images import PIL_ERRORS
 
@@ -638,28 +636,6 @@ def build_chatearthnet(
 # ---------------------------------------------------------------------------------------------------- reading
 
 
-def _as_array(value: Any, column: str) -> np.ndarray:
-    if isinstance(value, dict):
-        value = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"])
-    if not isinstance(value, PILImage.Image):
-        kind = type(value).__name__
-        raise EarthvlError(f"column '{column}' should hold an image or a {{'bytes': ...}} dict, got {kind}")
-    return np.asarray(value.convert("RGB"))
-
-
-def stack_bands(row: Mapping[str, Any]) -> np.ndarray:
-    """The nine bands of a multispectral row as a (9, H, W) uint8 array in `layout.BANDS` order."""
-    planes = []
-    for group, column in BAND_COLUMNS.items():
-        if column not in row:
-            raise EarthvlError(
-                f"stack_bands needs column '{column}' ({', '.join(layout.BAND_GROUPS[group])}), which this row lacks "
-                f"(columns: {', '.join(row)}): load a '-multispectral' config"
-            )
-        planes.append(_as_array(row[column], column))
-    return np.ascontiguousarray(np.concatenate(planes, axis=-1).transpose(2, 0, 1))
-
-
 __all__ = [
     "CONFIGS",
     "DEFAULT_CONFIG",
@@ -667,5 +643,4 @@ __all__ = [
     "dataset_card",
     "features_for",
     "open_source",
-    "stack_bands",
 ]

@@ -38,7 +38,7 @@ entries).
 - `image`: true colour, bands {", ".join(layout.BAND_GROUPS["rgb"])} as R, G, B (the original PNG bytes).
 - `red_edge` ({", ".join(layout.BAND_GROUPS["red_edge"])}) and `nir_swir` ({", ".join(layout.BAND_GROUPS["nir_swir"])}):
   `*-multispectral` configs only. Stacked, the nine bands are {", ".join(layout.BANDS)}
-  (`earthvl.builders.chatearthnet.build.stack_bands`).
+  (`earthvl.builders.chatearthnet.features.stack_bands`).
 - `caption`, `file_name` (upstream `<x>_<y>_patch<ij>.png`), `tile_x`, `tile_y` (Web-Mercator zoom-13 tile),
   `patch` (quarter `<row><col>`), `lat`, `lon` (approximate patch centre, derived from the name),
   `is_nodata` (the image is an all-white or all-black placeholder).

@@ -1,12 +1,16 @@
-"""The configs of a ChatEarthNet build and their `datasets.Features`."""
+"""The configs of a ChatEarthNet build, their `datasets.Features`, and the reader that stacks a row's bands."""
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from typing import Any, Mapping
 
+import numpy as np
 from datasets import Features, Image, Value
+from PIL import Image as PILImage
 
 from earthvl.builders.chatearthnet import layout
+from earthvl.errors import EarthvlError
 
 CONFIGS: dict[str, tuple[str, bool]] = {
     "gpt35": ("gpt35", False),
@@ -37,3 +41,25 @@ def features_for(multispectral: bool) -> Features:
     if multispectral:
         columns.update({BAND_COLUMNS[group]: Image() for group in EXTRA_GROUPS})
     return Features(columns)
+
+
+def _as_array(value: Any, column: str) -> np.ndarray:
+    if isinstance(value, dict):
+        value = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"])
+    if not isinstance(value, PILImage.Image):
+        kind = type(value).__name__
+        raise EarthvlError(f"column '{column}' should hold an image or a {{'bytes': ...}} dict, got {kind}")
+    return np.asarray(value.convert("RGB"))
+
+
+def stack_bands(row: Mapping[str, Any]) -> np.ndarray:
+    """The nine bands of a multispectral row as a (9, H, W) uint8 array in `layout.BANDS` order."""
+    planes = []
+    for group, column in BAND_COLUMNS.items():
+        if column not in row:
+            raise EarthvlError(
+                f"stack_bands needs column '{column}' ({', '.join(layout.BAND_GROUPS[group])}), which this row lacks "
+                f"(columns: {', '.join(row)}): load a '-multispectral' config"
+            )
+        planes.append(_as_array(row[column], column))
+    return np.ascontiguousarray(np.concatenate(planes, axis=-1).transpose(2, 0, 1))

@@ -19,8 +19,6 @@ from tqdm.auto import tqdm
 
 from earthvl.builders.download import FetchPolicy, fetch_all, key_problem
 from earthvl.builders.folder import (
-    CARD_FILE,
-    DATA_DIR,
     MAX_SHARD_BYTES,
     BuildReport,
     ShardWriter,
@@ -31,6 +29,7 @@ from earthvl.builders.folder import (
 from earthvl.builders.gaia import layout
 from earthvl.builders.gaia.card import dataset_card
 from earthvl.builders.gaia.images import FolderImages, ShardImages, image_column, split_images
+from earthvl.dataset_folder import CARD_FILE, DATA_DIR
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
 

@@ -15,10 +15,11 @@ from typing import Any, Callable
 import torch
 from datasets import Dataset
 
+from earthvl.data import first_column
 from earthvl.errors import EarthvlError
 from earthvl.train.conversations import CAPTION_COLUMNS
 from earthvl.train.foundation import load_sources, short_name
-from earthvl.train.rows import BAD_IMAGE, RowTransform, first_column, prepare_rows
+from earthvl.train.rows import BAD_IMAGE, RowTransform, prepare_rows
 
 SCHEMES = ("alt-text", "synthetic-mean", "synthetic-sample")
 ALT_TEXT_COLUMN = "image_alt"
