@@ -63,7 +63,7 @@ from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.gaia.build import build_gaia
 from earthvl.models.clip import TextChunker, load_clip, mean_embeddings, text_limit
 from earthvl.models.pixels import PixelTransform
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.sample import generate_sample
 from earthvl.scripts.train_clip import make_parser

@@ -87,7 +87,7 @@ from trl.kernels.chunked_logprob import _use_triton
 
 import earthvl.models.attention as attention
 from earthvl.builders.chatearthnet.build import build_chatearthnet
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.sample import generate_sample
 from earthvl.train.collate import VlmCollator, flatten_rows

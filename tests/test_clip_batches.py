@@ -8,7 +8,7 @@ from transformers import AutoTokenizer, CLIPModel, Trainer, TrainingArguments
 
 from earthvl.errors import EarthvlError
 from earthvl.models.clip import LONG_TEXT, TextChunker, mean_embeddings, text_embeddings, text_limit
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.train.clip import ClipTrainer
 from earthvl.train.collate import ClipCollator
 from earthvl.train.losses import contrastive_loss

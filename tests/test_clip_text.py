@@ -12,7 +12,7 @@ from transformers.models.clip.modeling_clip import image_text_contrastive_loss a
 
 from earthvl.errors import EarthvlError
 from earthvl.models.clip import TextChunker, mean_embeddings, text_embeddings, text_limit, zero_shot_classifier
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.train.losses import contrastive_loss
 
 SENTENCES = [

@@ -10,7 +10,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.gaia.build import build_gaia
 from earthvl.errors import EarthvlError
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.prompts import CAPTION_INSTRUCTION, CAPTION_PARAPHRASES
 from earthvl.train.conversations import to_conversations
 

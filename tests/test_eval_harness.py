@@ -93,7 +93,7 @@ def _clip_reference(name, images, texts_per_class):
     """Normalised image embeddings and the class matrix, computed with the stock processor and tokenizer."""
     from transformers import CLIPModel, CLIPProcessor
 
-    from earthvl.models.tiny import resolve_model
+    from earthvl.model_names import resolve_model
 
     model, processor = CLIPModel.from_pretrained(resolve_model(name)).eval(), CLIPProcessor.from_pretrained(resolve_model(name))
     limit = min(model.config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
@@ -220,7 +220,7 @@ def test_a_model_that_cannot_do_the_task_is_refused(caption_world, capsys):
 
 
 def test_pickled_weights_are_refused_with_one_line(tmp_path, capsys):
-    from earthvl.models.tiny import resolve_model
+    from earthvl.model_names import resolve_model
 
     tiny = resolve_model("tiny-clip")
     pickled = tmp_path / "pickled-clip"

@@ -21,7 +21,7 @@ from earthvl.cards.model import write_model_card
 from earthvl.errors import EarthvlError
 from earthvl.eval_results import write_results
 from earthvl.hub import folder_kind, publish_model
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser as blip2_parser
 from earthvl.scripts.train_clip import make_parser as clip_parser

@@ -27,7 +27,7 @@ import earthvl
 from earthvl import cli
 from earthvl.errors import EarthvlError
 from earthvl.hub import publish_space
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.space.folder import write_space
 from earthvl.space.gallery import read_gallery
 
@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     clip = Path(shutil.copytree(resolve_model("tiny-clip"), root / "clip"))
-    model, processor = load_vlm("tiny-llava", dtype="float32")
+    model, processor = load_vlm(resolve_model("tiny-llava"), dtype="float32")
     vlm = root / "vlm"
     get_peft_model(model, lora_config(r=4)).save_pretrained(vlm)
     processor.save_pretrained(vlm)

@@ -22,7 +22,7 @@ from transformers import (
     ProcessorMixin,
 )
 
-import earthvl.sample
+import earthvl.model_names
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.tiny import (
     IMAGE_SIZE,
@@ -32,8 +32,8 @@ from earthvl.models.tiny import (
     TINY_MODELS_VERSION,
     build_all,
     build_tokenizer,
-    resolve_model,
 )
+from earthvl.model_names import resolve_model
 
 LAND_COVER = (
     "water",
@@ -453,7 +453,7 @@ def cache(tmp_path, monkeypatch) -> list[int]:
         return CORPUS
 
     monkeypatch.setenv("EARTHVL_CACHE", str(tmp_path))
-    monkeypatch.setattr(earthvl.sample, "sample_corpus", sample_corpus, raising=False)
+    monkeypatch.setattr(earthvl.model_names, "sample_corpus", sample_corpus)
     return calls
 
 
@@ -475,7 +475,7 @@ def test_resolve_model_leaves_no_folder_after_a_failed_build(cache, tmp_path, mo
     def broken_corpus(seed: int = 0) -> list[str]:
         raise RuntimeError("no sample world")
 
-    monkeypatch.setattr(earthvl.sample, "sample_corpus", broken_corpus)
+    monkeypatch.setattr(earthvl.model_names, "sample_corpus", broken_corpus)
 
     with pytest.raises(RuntimeError, match="no sample world"):
         resolve_model("tiny-blip2")
@@ -498,7 +498,7 @@ def test_resolve_model_keeps_the_copy_of_a_concurrent_build_that_finished_first(
         (target / "config.json").write_text("{}")
         return CORPUS
 
-    monkeypatch.setattr(earthvl.sample, "sample_corpus", corpus_while_another_build_finishes)
+    monkeypatch.setattr(earthvl.model_names, "sample_corpus", corpus_while_another_build_finishes)
 
     assert resolve_model("tiny-clip") == str(target)
     assert os.listdir(tmp_path / "tiny") == [target.name]

@@ -15,7 +15,8 @@ from earthvl.data import load_split
 from earthvl.eval.metrics import corpus_bleu
 from earthvl.models.blip2 import blip2_prompt_ids, generate_captions, load_blip2, lora_config
 from earthvl.models.pixels import PixelTransform
-from earthvl.models.tiny import NUM_QUERY_TOKENS, resolve_model
+from earthvl.model_names import resolve_model
+from earthvl.models.tiny import NUM_QUERY_TOKENS
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser
 from earthvl.train.blip2 import main
@@ -58,7 +59,7 @@ def test_labels_are_the_caption_and_eos_only(processor):
 
 
 def test_quantisation_keeps_the_vision_side_and_lora_hits_only_the_language_models_attention():
-    model, _ = load_blip2("tiny-blip2", load_in_4bit=True, dtype=torch.float32)
+    model, _ = load_blip2(resolve_model("tiny-blip2"), load_in_4bit=True, dtype=torch.float32)
     four_bit = {name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
     assert four_bit and all(name.startswith("language_model.model.decoder.") for name in four_bit)
     assert any(name.endswith("fc1") for name in four_bit)
@@ -125,7 +126,7 @@ def test_the_gaia_preset_is_the_papers_recipe():
 def test_generation_follows_the_models_saved_settings_unless_overridden(processor):
     """BLIP-2 hands generation to its language model, whose own config (max_length 20) must not win over the
     settings saved with the model."""
-    model, _ = load_blip2("tiny-blip2")
+    model, _ = load_blip2(resolve_model("tiny-blip2"))
     generate = model.generate
     lengths = []
 

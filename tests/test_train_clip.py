@@ -17,7 +17,7 @@ from earthvl.errors import EarthvlError
 from earthvl.eval.metrics import classification_metrics, retrieval_metrics
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit, zero_shot_classifier
 from earthvl.models.pixels import PixelTransform
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
 from earthvl.train.caption_rows import caption_rows

@@ -16,7 +16,7 @@ from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.gaia.build import build_gaia
 from earthvl.data import load_split
 from earthvl.errors import EarthvlError
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.recipes import recipe_path, shipped_recipes
 from earthvl.sample import generate_sample
@@ -57,7 +57,7 @@ def arguments(data, out, **training):
 
 
 def test_quantisation_layout_and_lora_placement():
-    model, _ = load_vlm("tiny-llava", load_in_4bit=True, dtype=torch.float32)
+    model, _ = load_vlm(resolve_model("tiny-llava"), load_in_4bit=True, dtype=torch.float32)
     quantised = [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
     assert quantised and all(name.startswith("model.language_model.") for name in quantised)
     assert model.config.quantization_config.bnb_4bit_quant_type == "nf4"
@@ -69,13 +69,13 @@ def test_quantisation_layout_and_lora_placement():
     adapted = [name for name, _ in peft.named_modules() if name.endswith(".lora_A")]
     assert len(adapted) == len(quantised)  # every LLM linear layer, nothing else
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in adapted)
-    with_projector = get_peft_model(load_vlm("tiny-llava", load_in_4bit=True)[0], lora_config(train_projector=True))
+    with_projector = get_peft_model(load_vlm(resolve_model("tiny-llava"), load_in_4bit=True)[0], lora_config(train_projector=True))
     trainable = {n.split(".modules_to_save")[0] for n, p in with_projector.named_parameters() if p.requires_grad and "lora_" not in n}
     assert trainable and all("multi_modal_projector" in name for name in trainable)
 
 
 def test_no_label_on_image_prompt_or_padding_tokens(data):
-    model, processor = load_vlm("tiny-llava")
+    model, processor = load_vlm(resolve_model("tiny-llava"))
     rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "train"))
     batch = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)([rows[i] for i in range(6)])
     labels, ids = batch["labels"], batch["input_ids"]
@@ -102,7 +102,7 @@ def _inverted_labels(collate):
 @pytest.mark.parametrize("broken", [None, "frozen adapter", "inverted label mask"])
 def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
     held_out, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
-    base, processor = load_vlm("tiny-llava", load_in_4bit=True, dtype=torch.float32)
+    base, processor = load_vlm(resolve_model("tiny-llava"), load_in_4bit=True, dtype=torch.float32)
     before = heldout_loss(base, processor, held_out)
     if broken == "inverted label mask":
         collator = DataCollatorForVisionLanguageModeling
@@ -119,7 +119,7 @@ def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
 def test_saved_adapter_reloads_to_the_same_outputs(data, tmp_path):
     trainer = main(*arguments(data, tmp_path / "run", num_train_epochs=1))
     rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
-    base, processor = load_vlm("tiny-llava", load_in_4bit=True, dtype=torch.float32)
+    base, processor = load_vlm(resolve_model("tiny-llava"), load_in_4bit=True, dtype=torch.float32)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "run")
     batch = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)([rows[0], rows[1]])
     trained = trainer.model.eval()
@@ -169,7 +169,7 @@ def test_merged_model_loads_plainly_and_generates_like_the_adapter(data, tmp_pat
     main(script, training, model_args)
     merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "run" / "merged")
     assert not list((tmp_path / "run" / "merged").glob("*.bin")) and not hasattr(merged, "peft_config")
-    base, processor = load_vlm("tiny-llava", dtype=torch.float32)
+    base, processor = load_vlm(resolve_model("tiny-llava"), dtype=torch.float32)
     adapted = PeftModel.from_pretrained(base, tmp_path / "run").eval()
     merged_processor = AutoProcessor.from_pretrained(tmp_path / "run" / "merged")
     assert merged_processor.chat_template == processor.chat_template

@@ -18,7 +18,7 @@ from earthvl.data import load_split
 from earthvl.errors import EarthvlError
 from earthvl.images import BadImage
 from earthvl.models.assemble import assemble_vlm
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.models.vlm import load_adapter
 from earthvl.prompts import classify_instruction, vqa_instruction
 from earthvl.sample import generate_sample
@@ -303,7 +303,7 @@ def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(dat
     llm.save_pretrained(tmp_path / "llm")
     AutoTokenizer.from_pretrained(resolve_model("tiny-llava")).save_pretrained(tmp_path / "llm")
 
-    path = assemble_vlm("tiny-clip", str(tmp_path / "llm"), tmp_path / "assembled")
+    path = assemble_vlm(resolve_model("tiny-clip"), str(tmp_path / "llm"), tmp_path / "assembled")
     model = LlavaForConditionalGeneration.from_pretrained(path)
     clip = CLIPVisionModel.from_pretrained(resolve_model("tiny-clip"))
     for halves in ((model.model.vision_tower, clip), (model.model.language_model, llm.model), (model.lm_head, llm.lm_head)):

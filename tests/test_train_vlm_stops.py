@@ -14,7 +14,7 @@ from earthvl.data import load_split
 from earthvl.eval.generation import LlavaGenerator
 from earthvl.images import open_image
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 from earthvl.models.vlm import load_adapter
 from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.recipes import recipe_path

@@ -14,7 +14,8 @@ from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.builders.chatearthnet.layout import BANDS
 from earthvl.data import load_split
 from earthvl.errors import EarthvlError
-from earthvl.models.tiny import IMAGE_SIZE, PATCH_SIZE, resolve_model
+from earthvl.model_names import resolve_model
+from earthvl.models.tiny import IMAGE_SIZE, PATCH_SIZE
 from earthvl.models.vision import (
     band_statistics,
     interpolate_position_embeddings,

@@ -20,6 +20,7 @@ import earthvl.train.memory as memory
 from earthvl.builders.chatearthnet.build import build_chatearthnet
 from earthvl.data import load_split
 from earthvl.errors import EarthvlError
+from earthvl.model_names import resolve_model
 from earthvl.models.attention import VARLEN_ATTENTION, use_varlen_attention
 from earthvl.models.vlm import load_vlm, lora_config
 from earthvl.sample import generate_sample
@@ -45,14 +46,14 @@ def rows(data):
 
 
 def padded_batch(rows, assistant_only_loss=True):
-    processor = load_vlm("tiny-llava")[1]
+    processor = load_vlm(resolve_model("tiny-llava"))[1]
     collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=assistant_only_loss)
     return dict(collator([rows[i] for i in ROWS]))
 
 
 def adapted_model(attn_implementation="sdpa", **lora):
     torch.manual_seed(0)
-    model, _ = load_vlm("tiny-llava", dtype=torch.float32, attn_implementation=attn_implementation)
+    model, _ = load_vlm(resolve_model("tiny-llava"), dtype=torch.float32, attn_implementation=attn_implementation)
     # init_lora_weights=False: B is random too, so every LoRA weight gets a gradient in the first pass
     peft = get_peft_model(model, lora_config(dropout=0.0, init_lora_weights=False, **lora))
     peft.train()
@@ -162,7 +163,7 @@ def test_padded_batches_on_varlen_attention_keep_their_mask(rows):
 def test_trainer_loss_on_labelled_positions_is_the_full_logits_loss(data, rows, tmp_path, padding_free):
     """TRL's fused LM head scores only labelled positions (all of them, masked, off Triton devices): the trainer's
     loss, padded or padding-free, is the model's own loss over the full logits."""
-    model, processor = load_vlm("tiny-llava", dtype=torch.float32)
+    model, processor = load_vlm(resolve_model("tiny-llava"), dtype=torch.float32)
     script, training, _ = vlm_arguments(data, tmp_path, padding_free=padding_free, remove_unused_columns=False)
     trainer = VlmTrainer(
         model=model, args=training, train_dataset=rows, processing_class=processor,

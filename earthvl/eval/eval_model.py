@@ -15,7 +15,7 @@ from transformers import AutoConfig, ProcessorMixin
 
 from earthvl.errors import EarthvlError
 from earthvl.models.loading import adapter_base
-from earthvl.models.tiny import resolve_model
+from earthvl.model_names import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class EvalModel:
 
 def _config(path_or_id: str, revision: str | None) -> Any:
     try:
-        return AutoConfig.from_pretrained(resolve_model(path_or_id), revision=revision, trust_remote_code=False)
+        return AutoConfig.from_pretrained(path_or_id, revision=revision, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise EarthvlError(f"cannot read the model config of {path_or_id}: {error}") from error
 
@@ -60,8 +60,9 @@ def family_of(config: Any, name: str) -> str:
 
 
 def _adapter_folder(name: str, revision: str | None) -> Path | None:
-    """The local folder of `name` if it is a PEFT adapter (downloading a Hub adapter repo), else None."""
-    path = Path(resolve_model(name))
+    """The local folder of `name` (a path or Hub id) if it is a PEFT adapter (downloading a Hub adapter repo), else
+    None."""
+    path = Path(name)
     if path.is_dir():
         return path if (path / "adapter_config.json").is_file() else None
     try:
@@ -89,9 +90,11 @@ def load_eval_model(
     `device`, checked to be able to do `task`. An adapter is loaded on `base_model` or the base its
     `adapter_config.json` names, with the side files earthvl saved beside it (processor, `vision.json`,
     generation settings)."""
-    adapter = _adapter_folder(name, revision)
+    path = resolve_model(name)
+    adapter = _adapter_folder(path, revision)
     base = (base_model or adapter_base(adapter)) if adapter is not None else None
-    config = _config(base if adapter is not None else name, None if adapter is not None else revision)
+    base_path = resolve_model(base) if base is not None else None
+    config = _config(base_path if base_path is not None else path, None if adapter is not None else revision)
     family = family_of(config, base or name)
     if task not in TASKS_BY_FAMILY[family]:
         can = " or ".join(TASKS_BY_FAMILY[family])
@@ -109,26 +112,26 @@ def load_eval_model(
             raise EarthvlError("CLIP models are evaluated unquantised (they are small): drop --load_in_4bit/8bit")
         from earthvl.models.clip import load_clip
 
-        model, processor = load_clip(name, dtype=dtype, revision=revision)
+        model, processor = load_clip(path, dtype=dtype, revision=revision)
     elif family == "blip2":
         from earthvl.models import blip2
 
         if adapter is not None:
-            model, processor = blip2.load_adapter(adapter, base=base, **options)
+            model, processor = blip2.load_adapter(adapter, base=base_path, **options)
         else:
-            model, processor = blip2.load_blip2(name, revision=revision, **options)
+            model, processor = blip2.load_blip2(path, revision=revision, **options)
     else:
         from earthvl.models import vlm
 
         if adapter is not None:
-            model, processor = vlm.load_adapter(adapter, base=base, **options)
+            model, processor = vlm.load_adapter(adapter, base=base_path, **options)
         else:
-            model, processor = vlm.load_vlm(name, revision=revision, **options)
+            model, processor = vlm.load_vlm(path, revision=revision, **options)
         _check_rgb(model, name)
     if not quantised:
         model = model.to(device)
     model.eval()
-    local = Path(resolve_model(name))
+    local = Path(path)
     return EvalModel(
         model=model,
         processor=processor,

@@ -18,7 +18,6 @@ from earthvl.atomic import staged_dir
 from earthvl.cache import cache_dir
 from earthvl.errors import EarthvlError
 from earthvl.models.llava import llava15_config, llava15_processor
-from earthvl.models.tiny import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +43,15 @@ def assemble_vlm(
     out = Path(out)
     if (out / "config.json").is_file():
         return out
-    vision_path, llm_path = resolve_model(vision_tower), resolve_model(language_model)
     try:
-        vision = CLIPVisionModel.from_pretrained(vision_path, dtype=dtype, use_safetensors=True)
+        vision = CLIPVisionModel.from_pretrained(vision_tower, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError) as error:
         raise EarthvlError(f"cannot load a CLIP vision tower from {vision_tower}: {error}") from error
     try:
-        llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype, use_safetensors=True)
+        llm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError) as error:
         raise EarthvlError(f"cannot load a causal language model from {language_model}: {error}") from error
-    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tokenizer.pad_token is None:
@@ -68,7 +66,7 @@ def assemble_vlm(
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.get_decoder().state_dict())
     model.lm_head.load_state_dict(llm.get_output_embeddings().state_dict())
-    processor = llava15_processor(AutoImageProcessor.from_pretrained(vision_path), tokenizer, vision.config.patch_size)
+    processor = llava15_processor(AutoImageProcessor.from_pretrained(vision_tower), tokenizer, vision.config.patch_size)
     with staged_dir(out, replace=False) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)

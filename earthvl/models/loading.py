@@ -15,7 +15,6 @@ from peft import PeftModel
 from transformers import AutoProcessor, BitsAndBytesConfig, PreTrainedModel, ProcessorMixin
 
 from earthvl.errors import EarthvlError
-from earthvl.models.tiny import resolve_model
 
 _ModelT = TypeVar("_ModelT", bound=PreTrainedModel)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -76,14 +75,14 @@ def load_pretrained(
     trust_remote_code: bool = False,
     **kwargs: Any,
 ) -> tuple[_ModelT, ProcessorMixin]:
-    """`model_class.from_pretrained` of a Hub id, local folder or tiny model name, and its processor.
+    """`model_class.from_pretrained` of a Hub id or local folder (a tiny model name is resolved at the entry, by
+    `earthvl.model_names.resolve_model`), and its processor.
 
     With `load_in_4bit` (or `load_in_8bit`) everything but `skip_modules` is quantised as in `quantization_config`
     (compute in `dtype`, default bf16; `quantization` holds its other arguments). Only safetensors weights are
     loaded: a folder (or Hub repo) with pickled weights only is an error."""
-    path = resolve_model(name_or_path)
-    if Path(path).is_dir():
-        check_safetensors(Path(path))
+    if Path(name_or_path).is_dir():
+        check_safetensors(Path(name_or_path))
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
     if load_in_4bit and load_in_8bit:
@@ -96,7 +95,7 @@ def load_pretrained(
         dtype = dtype or compute
     try:
         model = model_class.from_pretrained(
-            path,
+            name_or_path,
             revision=revision,
             dtype=dtype or "auto",
             attn_implementation=attn_implementation,
@@ -106,7 +105,7 @@ def load_pretrained(
         )
     except OSError as error:  # e.g. a Hub repo without safetensors weights
         raise EarthvlError(f"cannot load {name_or_path}: {' '.join(str(error).split())}") from error
-    processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     return model, processor
 
 

@@ -5,8 +5,9 @@ Each builder writes an ordinary model folder (safetensors weights, config, proce
 real ones (LLaVA-1.5, CLIP, BLIP-2) at a size that trains on a CPU, so tests, the quickstart and demos can run
 without the Hub and fine-tuning visibly moves them.
 
-All three models share one byte-level BPE tokenizer trained on a small corpus; ``resolve_model`` maps the names in
-``TINY_MODELS`` to cached builds and passes every other name through to ``from_pretrained``.
+All three models share one byte-level BPE tokenizer trained on a corpus the caller hands in (the sample world's
+texts, `earthvl.sample.sample_corpus`); `earthvl.model_names.resolve_model` turns the names in ``TINY_MODELS`` into
+cached builds.
 """
 
 import os
@@ -39,8 +40,6 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from earthvl.atomic import staged_dir
-from earthvl.cache import cache_dir
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.llava import llava15_config, llava15_processor
 
@@ -280,36 +279,15 @@ _BUILDERS: dict[str, Callable[[str | os.PathLike, PreTrainedTokenizerFast], Path
     "tiny-clip": build_tiny_clip,
     "tiny-blip2": build_tiny_blip2,
 }
-TINY_MODELS = tuple(_BUILDERS)  # ("tiny-llava", "tiny-clip", "tiny-blip2"), the names `resolve_model` builds
+TINY_MODELS = tuple(_BUILDERS)  # ("tiny-llava", "tiny-clip", "tiny-blip2")
 
 
-def build_all(out_dir: str | os.PathLike, corpus: Iterable[str] | None = None) -> dict[str, Path]:
-    """Build every tiny model into ``out_dir/<name>`` with one tokenizer trained on ``corpus``.
-
-    Without a corpus the texts of the default sample world (``earthvl.sample.sample_corpus()``) are used.
-    """
-    tokenizer = build_tokenizer(_default_corpus() if corpus is None else corpus)
+def build_all(out_dir: str | os.PathLike, corpus: Iterable[str]) -> dict[str, Path]:
+    """Build every tiny model into ``out_dir/<name>`` with one tokenizer trained on ``corpus``."""
+    tokenizer = build_tokenizer(corpus)
     return {name: build(Path(out_dir) / name, tokenizer) for name, build in _BUILDERS.items()}
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Turn a tiny model name into the path of its cached build; return anything else unchanged.
-
-    A name in ``TINY_MODELS`` is built once into ``$EARTHVL_CACHE/tiny/<name>-v<version>`` (default cache:
-    ``~/.cache/earthvl``). Hub ids and local paths go through untouched, for ``from_pretrained`` to resolve
-    (honouring ``HF_HUB_OFFLINE`` and friends).
-    """
-    if name_or_path not in _BUILDERS:
-        return name_or_path
-    target = cache_dir() / "tiny" / f"{name_or_path}-v{TINY_MODELS_VERSION}"
-    if not target.is_dir():
-        with staged_dir(target, replace=False) as staging:
-            _BUILDERS[name_or_path](staging, build_tokenizer(_default_corpus()))
-    return str(target)
-
-
-def _default_corpus() -> list[str]:
-    # Imported lazily: building from an explicit corpus never needs the sample world.
-    from earthvl.sample import sample_corpus
-
-    return sample_corpus()
+def build_tiny(name: str, out_dir: str | os.PathLike, corpus: Iterable[str]) -> Path:
+    """Build the tiny model ``name`` (one of ``TINY_MODELS``) into ``out_dir`` with a tokenizer trained on ``corpus``."""
+    return _BUILDERS[name](out_dir, build_tokenizer(corpus))

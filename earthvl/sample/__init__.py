@@ -125,7 +125,7 @@ def generate_sample(
 def _build_models(folder: Path, seed: int, progress: bool) -> dict[str, Path]:
     from transformers.utils import logging
 
-    from earthvl.models.tiny import build_all
+    from earthvl.models.tiny import build_all  # lazily: transformers is slow to import and only --models needs it
 
     was_enabled = logging.is_progress_bar_enabled()
     if not progress:

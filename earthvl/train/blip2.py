@@ -18,6 +18,7 @@ from transformers import Trainer, TrainingArguments
 from trl import ModelConfig
 
 from earthvl.errors import EarthvlError
+from earthvl.model_names import resolve_model
 from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
 from earthvl.models.loading import loading_options, lora_options, stop_token_ids
 from earthvl.models.pixels import PixelTransform
@@ -107,7 +108,8 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
     quantized = model_args.load_in_4bit or model_args.load_in_8bit
     if quantized and not model_args.use_peft:
         raise EarthvlError("a quantised model trains through adapters only: drop --use_peft false or the quantisation")
-    model, processor = load_blip2(model_args.model_name_or_path, **loading_options(model_args))
+    base = resolve_model(model_args.model_name_or_path)
+    model, processor = load_blip2(base, **loading_options(model_args))
     generation = generation_config(model, num_beams=script_args.num_beams, max_new_tokens=script_args.max_new_tokens)
     model.generation_config = generation
     # Captions end with the token the checkpoint's generation stops at ("\n" for Salesforce's OPT models), read
@@ -142,5 +144,5 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
     if trainer.is_world_process_zero():
         generation.save_pretrained(output)
         if script_args.merge_adapter and model_args.use_peft:
-            merge_adapter(model_args.model_name_or_path, output, output / "merged", dtype=model_args.dtype or "float32")
+            merge_adapter(base, output, output / "merged", dtype=model_args.dtype or "float32")
     return trainer

@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from transformers import Trainer, TrainingArguments
 
+from earthvl.model_names import resolve_model
 from earthvl.models.clip import LONG_TEXT, TextChunker, load_clip, mean_embeddings, text_limit
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.caption_rows import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
@@ -139,7 +140,7 @@ def main(script_args: ClipScriptArguments, training_args: TrainingArguments, mod
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     model, processor = load_clip(
-        model_args.model_name_or_path,
+        resolve_model(model_args.model_name_or_path),
         dtype=model_args.dtype,
         revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation,

@@ -18,6 +18,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from earthvl.errors import EarthvlError
 from earthvl.images import DEFAULT_MAX_PIXELS
+from earthvl.model_names import resolve_model
 from earthvl.models.assemble import assemble_vlm
 from earthvl.models.attention import use_varlen_attention
 from earthvl.models.loading import loading_options, lora_options
@@ -221,7 +222,7 @@ def base_model(model_args: VlmModelArguments) -> str:
     if not (model_args.vision_tower or model_args.language_model):
         if not model_args.model_name_or_path:
             raise EarthvlError("give --model_name_or_path, or --vision_tower and --language_model to assemble one")
-        return model_args.model_name_or_path
+        return resolve_model(model_args.model_name_or_path)
     if not (model_args.vision_tower and model_args.language_model) or model_args.model_name_or_path:
         raise EarthvlError(
             "assembling a model takes both --vision_tower and --language_model, and no --model_name_or_path"
@@ -229,7 +230,7 @@ def base_model(model_args: VlmModelArguments) -> str:
     if not model_args.train_projector:
         logger.info("train_projector set to True: an assembled model's projector starts from random weights")
         model_args.train_projector = True
-    return str(assemble_vlm(model_args.vision_tower, model_args.language_model))
+    return str(assemble_vlm(resolve_model(model_args.vision_tower), resolve_model(model_args.language_model)))
 
 
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> VlmTrainer:
