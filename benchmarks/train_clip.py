@@ -221,7 +221,7 @@ def build_trainer(
     argv = [item for key, value in options.items() for item in (f"--{key}", str(value))]
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     training_args.remove_unused_columns = False  # as main: rows are made on access
-    clip, processor = load_clip(model_args.model_name_or_path, dtype=model_args.dtype,
+    clip, processor = load_clip(resolve_model(model_args.model_name_or_path), dtype=model_args.dtype,
                                 revision=model_args.model_revision, attn_implementation=model_args.attn_implementation)
     chunker = TextChunker(processor.tokenizer, text_limit(clip, processor.tokenizer), script_args.long_text,
                           script_args.max_text_chunks)
@@ -274,7 +274,7 @@ def pipeline_rate(trainer: ClipTrainer, settings: Settings) -> tuple[float, dict
 def ceiling_rate(model: str, images: int, sequences: int, settings: Settings) -> float:
     """Images/s of the plain loop described above, with `images` images and `sequences` text sequences a step."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    clip, processor = load_clip(model, dtype="float32")
+    clip, processor = load_clip(resolve_model(model), dtype="float32")
     clip.to(device).train()
     generator = torch.Generator(device).manual_seed(settings.seed)
     side, width = clip.config.vision_config.image_size, text_limit(clip, processor.tokenizer)
