@@ -9,14 +9,19 @@ path and modification time.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, load_dataset, load_dataset_builder
 from huggingface_hub import DatasetCard
 
-from earthvl.dataset_folder import CARD_FILE
+from earthvl.dataset_folder import BUILD_MARKER, CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError
+
+logger = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("id", "file_name")
 """The column that names a row stably (to seed its training choices, to report a failed eval row), else the row
@@ -66,8 +71,38 @@ def load_split(source: str, config: str | None, split: str, revision: str | None
     (with a card listing its configs)."""
     folder = Path(source)
     try:
-        if folder.is_dir() and (folder / CARD_FILE).is_file():
+        if is_built_folder(folder):
             return load_dataset("parquet", data_files={split: _local_files(folder, config, split)}, split=split)
         return load_dataset(source, config, split=split, revision=revision)
     except (OSError, ValueError) as error:  # a missing file, a bad config, no network (ConnectionError)
         raise EarthvlError(f"cannot load split {split!r} of {source}{f':{config}' if config else ''}: {error}") from error
+
+
+def is_built_folder(source: str | Path) -> bool:
+    """Whether `source` is a local Hub-style dataset folder (a card listing its configs), as `load_split` reads it."""
+    return Path(source).is_dir() and (Path(source) / CARD_FILE).is_file()
+
+
+def data_version(source: str, config: str | None = None, revision: str | None = None) -> dict[str, Any]:
+    """Which data `source` is, for a training run's record: a Hub dataset's commit (`revision`, the sha `datasets`
+    resolves `revision` to), or for a local folder a `fingerprint` (sha256 of its card, build report, build marker
+    and the names and sizes of its data files) and the earthvl version that built it."""
+    folder = Path(source)
+    if not is_built_folder(folder):
+        try:
+            return {"revision": load_dataset_builder(source, config, revision=revision).hash}
+        except Exception as error:  # offline without a cached copy, gated: the run itself loaded it, so say why
+            logger.warning("the commit of %s is not recorded: %s", source, error)
+            return {"revision": None}
+    digest = hashlib.sha256()
+    for name in (CARD_FILE, REPORT_FILE, BUILD_MARKER):
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    for path in sorted((folder / DATA_DIR).rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+    try:
+        built_by = json.loads((folder / BUILD_MARKER).read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        built_by = None
+    return {"fingerprint": digest.hexdigest(), "built_by": f"earthvl {built_by}" if built_by else None}

@@ -18,15 +18,16 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from earthvl.cards.model import EVAL_DIR, MERGED_DIR, eval_results, load_results, read_model_folder, render_model_card
+from earthvl.cards.model import EVAL_DIR, eval_results, load_results, render_model_card
 from earthvl.data import folder_configs
 from earthvl.dataset_folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError
+from earthvl.training_output import ADAPTER_CONFIG_FILE, CONFIG_FILE, MERGED_DIR, read_training_output
 from earthvl.models.loading import PICKLE_SUFFIXES
 
 IGNORE_PATTERNS = [".*", "*/.*", "checkpoint-*", "*/checkpoint-*", "*.partial"]
 """Never sent (fnmatch patterns, `*` spans folders): hidden files and folders, checkpoints, unfinished files."""
-MODEL_MARKERS = ("config.json", "adapter_config.json")
+MODEL_MARKERS = (CONFIG_FILE, ADAPTER_CONFIG_FILE)
 PICKLE_HEAD_BYTES = 64
 """How much of a file (or of what a compressed file inflates to) is read to tell a pickle."""
 COMPRESSED_HEAD_BYTES = 2**20
@@ -38,7 +39,7 @@ _DECOMPRESSORS = (
     (b"\xfd7zXZ\x00", lzma.LZMADecompressor),
     (b"\x5d\x00\x00", lzma.LZMADecompressor),  # legacy .lzma
 )
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, "adapter_model.safetensors")
 SPACE_KEYS = ("sdk", "app_file")
 """What a Space's README front matter must say: how the Hub runs it."""
 BYTECODE_DIR = "__pycache__"
@@ -199,7 +200,7 @@ def model_files(folder: str | Path, *, merged: bool = False) -> dict[str, Path]:
     `merged/` (the adapter folded into its base) take the root instead of the adapter. An error for a folder that
     is not a trained model, has no safetensors weights, or would send pickled files (named)."""
     folder = Path(folder)
-    read_model_folder(folder, merged=merged)
+    read_training_output(folder, merged=merged)
     files = {name: path for name, path in sendable_files(folder).items() if not name.startswith(f"{MERGED_DIR}/")}
     if merged:
         files = {name: path for name, path in files.items() if name not in ADAPTER_FILES}
@@ -237,7 +238,7 @@ def model_card(
     rerun = f"rerun `earthvl card --model_dir {folder} --model_id {repo_id}{merged_option} --results ...`"
     if card.data.model_name != repo_id:
         raise EarthvlError(f"{path} was written for {card.data.model_name!r}, not {repo_id!r}: {rerun}")
-    library = "peft" if read_model_folder(folder, merged=merged).adapter else "transformers"
+    library = "peft" if read_training_output(folder, merged=merged).adapter else "transformers"
     if card.data.library_name != library:
         what = "the merged model" if merged else "the adapter" if library == "peft" else "a full model"
         raise EarthvlError(f"{path} does not describe {what} being published: {rerun}")

@@ -15,7 +15,7 @@ from earthvl.models.blip2 import generate_captions, load_adapter
 from earthvl.models.pixels import PixelTransform
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser
-from earthvl.train.blip2 import main
+from earthvl.train.blip2 import train_blip2
 from earthvl.train.collate import IGNORE_INDEX
 from hub_models import BLIP2, hub_id
 
@@ -30,7 +30,7 @@ def trained(hub_replica, sample_gaia, tmp_path_factory):
     args = ["--config", recipe_path("blip2/tiny"), "--model_name_or_path", hub_id(hub_replica, BLIP2), "--datasets", f"{sample_gaia}:default",
             "--output_dir", str(out), "--eval_split", "none", "--max_steps", "2", "--per_device_train_batch_size", "4",
             "--prompt", "a satellite photo of", "--max_new_tokens", "12"]  # fmt: skip
-    return main(*make_parser().parse_args_and_config(args)), out
+    return train_blip2(*make_parser().parse_args_and_config(args)), out
 
 
 def test_labels_skip_the_32_queries_and_the_prompt_and_end_where_generation_stops(trained):

@@ -21,7 +21,7 @@ from earthvl.models.clip import TextChunker, load_clip, text_embeddings, text_li
 from earthvl.models.pixels import PixelTransform
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
-from earthvl.train.clip import main
+from earthvl.train.clip import train_clip
 from hub_models import CLIP_B32, CLIP_L336, hub_id
 from test_publish_model import checkout, index, model_hub, sent  # noqa: F401  (model_hub: the recording HfApi)
 
@@ -61,7 +61,7 @@ def trained(hub_replica, sample_gaia, tmp_path_factory):
     args = ["--config", recipe_path("clip/tiny"), "--model_name_or_path", hub_id(hub_replica, CLIP_B32), "--datasets",
             f"{sample_gaia}:default", "--output_dir", str(out), "--eval_split", "none", "--max_steps", "2",
             "--per_device_train_batch_size", "8"]  # fmt: skip
-    main(*make_parser().parse_args_and_config(args))
+    train_clip(*make_parser().parse_args_and_config(args))
     return out
 
 

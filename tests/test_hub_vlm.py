@@ -29,7 +29,7 @@ from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.vlm import load_adapter, load_vlm, training_chat_template, use_chat_template
 from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.train.conversations import to_conversations
-from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main
+from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, train_vlm
 from hub_models import LLAVA, hub_id
 from test_publish_model import checkout, index, model_hub, sent  # noqa: F401  (model_hub: the recording HfApi)
 
@@ -67,7 +67,7 @@ def arguments(hub_replica, gaia, out, *, steps=1, chat_template=None, merge=Fals
 def trained(hub_replica, sample_gaia, tmp_path_factory):
     """One QLoRA step (bitsandbytes NF4 on CPU) from the llava-hf replica, merged too."""
     out = tmp_path_factory.mktemp("hub-vlm") / "run"
-    return main(*arguments(hub_replica, sample_gaia, out, merge=True)), out
+    return train_vlm(*arguments(hub_replica, sample_gaia, out, merge=True)), out
 
 
 def check_labels(tokenizer, ids, labels, answers):

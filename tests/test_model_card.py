@@ -2,6 +2,7 @@
 out), every metric name names its protocol, the body loads the model the right way and cites the sources."""
 
 import json
+import shlex
 
 import pytest
 from huggingface_hub import ModelCard, metadata_load
@@ -11,6 +12,7 @@ from earthvl import cli
 from earthvl.cards.model import render_model_card, write_model_card
 from earthvl.errors import EarthvlError
 from earthvl.eval_results import write_results
+from earthvl.scripts import eval_caption
 
 CLIP_ID = "runs/clip-rs"
 
@@ -189,11 +191,17 @@ def test_caption_metrics_name_their_protocol_and_keep_raw_values():
     assert {"remote-sensing", "earth-observation", "earthvl", "lora"} <= set(card.data.tags)
     text = card.text
     assert "| CIDEr | COCO toolkit | 112.35 |" in text and "| METEOR | NLTK, HF evaluate style | 39.99 |" in text
-    assert (
-        "earthvl eval caption --model earthvl/blip2-rs --dataset gaia --config default --split test --dataset_revision abc123 "
-        "--base_model Salesforce/blip2-opt-2.7b --dtype float32 --protocols coco hf --num_beams 5 --max_new_tokens 120 "
-        "--out eval/caption-gaia-test.json"
-    ) in text
+    command = (
+        "earthvl eval caption --model earthvl/blip2-rs --dataset gaia --out eval/caption-gaia-test.json "
+        "--dataset_config default --split test --dataset_revision abc123 --base_model Salesforce/blip2-opt-2.7b "
+        "--dtype float32 --max_new_tokens 120 --num_beams 5"
+    )
+    assert command in text
+    # the command parses back, with the eval parser, into the settings the results file records
+    args, task_args = eval_caption.make_parser().parse_args_and_config(shlex.split(command)[3:])
+    assert (args.model, args.dataset, args.dataset_config, args.split) == ("earthvl/blip2-rs", "gaia", "default", "test")
+    assert (args.dataset_revision, args.base_model, args.dtype) == ("abc123", "Salesforce/blip2-opt-2.7b", "float32")
+    assert (task_args.protocols, task_args.num_beams, task_args.max_new_tokens) == (["coco", "hf"], 5, 120)
     assert 'base = Blip2ForConditionalGeneration.from_pretrained("Salesforce/blip2-opt-2.7b")' in text
     assert 'model = PeftModel.from_pretrained(base, "earthvl/blip2-rs")' in text
 
@@ -205,7 +213,8 @@ def test_table_marks_nan_and_body_cites_the_sources(clip_results):
         and "acc@5 is n/a (fewer than five classes) and left out of the model-index." in text
     )
     assert "| acc@1 | CLIP_benchmark | 61.23 |" in text
-    assert "earthvl eval retrieve --model earthvl/clip-rs --dataset gaia --config default --split test" in text
+    assert "earthvl eval retrieve --model earthvl/clip-rs --dataset gaia --out eval/" in text
+    assert "--dataset_config default --split test" in text
     assert 'model = CLIPModel.from_pretrained("earthvl/clip-rs")' in text
     for cited in (
         "arXiv:2502.09598",

@@ -25,8 +25,8 @@ from earthvl.model_names import resolve_model
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser as blip2_parser
 from earthvl.scripts.train_clip import make_parser as clip_parser
-from earthvl.train.blip2 import main as train_blip2
-from earthvl.train.clip import main as train_clip
+from earthvl.train.blip2 import train_blip2
+from earthvl.train.clip import train_clip
 
 hub = test_publish.hub  # the recording HfApi fixture: created repos and commit operations
 TOKEN = test_publish.TOKEN

@@ -372,14 +372,14 @@ def test_page_has_the_stable_element_ids(gallery):
     assert demo.fns and not any(fn.preprocess for fn in demo.fns.values())
 
 
-def test_space_main_resolves_relative_to_the_app_file(monkeypatch, tmp_path):
+def test_serve_space_resolves_relative_to_the_app_file(monkeypatch, tmp_path):
     (tmp_path / "models" / "clip").mkdir(parents=True)
     for name in ("EARTHVL_VLM_MODEL", "EARTHVL_CLIP_MODEL", "EARTHVL_GALLERY"):
         monkeypatch.delenv(name, raising=False)
     launched = []
     monkeypatch.setattr(DemoApp, "load", lambda self: None)
     monkeypatch.setattr(space_app, "launch", launched.append)
-    space_app.main(str(tmp_path / "app.py"))
+    space_app.serve_space(str(tmp_path / "app.py"))
     assert launched[0].settings == DemoSettings("tiny-llava", str(tmp_path / "models" / "clip"), None)
     assert torch.device(launched[0].device).type in ("cpu", "cuda")
 

@@ -19,7 +19,7 @@ from earthvl.model_names import resolve_model
 from earthvl.models.tiny import NUM_QUERY_TOKENS
 from earthvl.recipes import recipe_path
 from earthvl.scripts.train_blip2 import make_parser
-from earthvl.train.blip2 import main
+from earthvl.train.blip2 import train_blip2
 from earthvl.train.collate import IGNORE_INDEX, Blip2Collator
 
 
@@ -81,7 +81,7 @@ def held_out(caption_world, model, processor):
 @pytest.fixture(scope="module")
 def trained(caption_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("blip2") / "run"
-    trainer = main(*recipe([f"{caption_world['gaia']}:default"], out, "--eval_split", "none", "--merge_adapter"))
+    trainer = train_blip2(*recipe([f"{caption_world['gaia']}:default"], out, "--eval_split", "none", "--merge_adapter"))
     return trainer, out
 
 

@@ -12,7 +12,8 @@ from transformers import CLIPModel, CLIPProcessor, TrainingArguments
 
 from earthvl import cli
 from earthvl.builders.chatearthnet.landcover import CLASS_NAMES
-from earthvl.data import load_split
+from earthvl.cards.model import render_model_card
+from earthvl.data import data_version, load_split
 from earthvl.errors import EarthvlError
 from earthvl.eval.metrics import classification_metrics, retrieval_metrics
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit, zero_shot_classifier
@@ -22,7 +23,7 @@ from earthvl.recipes import recipe_path
 from earthvl.scripts.train_clip import make_parser
 from earthvl.train.caption_rows import caption_rows
 from earthvl.train.checkpoints import STAGING
-from earthvl.train.clip import ClipModelArguments, ClipScriptArguments, ClipTrainer, main
+from earthvl.train.clip import ClipModelArguments, ClipScriptArguments, ClipTrainer, train_clip
 from earthvl.train.collate import ClipCollator
 from earthvl.train.foundation import SKIPPED_IMAGES
 
@@ -38,7 +39,7 @@ def tiny_recipe(datasets, out, *extra, recipe="clip/tiny"):
 @pytest.fixture(scope="module")
 def trained(caption_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("clip") / "run"
-    trainer = main(*tiny_recipe([f"{caption_world['cen']}:gpt35"], out, "--eval_split", "none"))
+    trainer = train_clip(*tiny_recipe([f"{caption_world['cen']}:gpt35"], out, "--eval_split", "none"))
     return trainer, out
 
 
@@ -73,7 +74,7 @@ def test_fine_tuning_raises_zero_shot_accuracy_and_retrieval_well_above_the_untr
 def test_the_output_is_a_plain_clip_that_reproduces_the_trained_embeddings(trained):
     trainer, out = trained
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
-        "config.json", "model.safetensors", "processor_config.json", "text_fit.json", "tokenizer.json",
+        "config.json", "model.safetensors", "processor_config.json", "run.json", "text_fit.json", "tokenizer.json",
         "tokenizer_config.json", "trainer_state.json", "training_args.json",
     ]
     reloaded = CLIPModel.from_pretrained(out).eval()
@@ -92,6 +93,25 @@ def test_the_output_is_a_plain_clip_that_reproduces_the_trained_embeddings(train
     fit = json.loads((out / "text_fit.json").read_text())["cen-gpt35"]
     # ChatEarthNet captions are far longer than 77 tokens; chunks keep all of them
     assert fit["longer_than_limit"] > 0.8 and fit["tokens_dropped"] == 0.0 and fit["sequences_per_text"] > 2
+
+
+def test_the_run_records_its_data_base_device_and_time_and_the_card_shows_them(caption_world, trained):
+    trainer, out = trained
+    run = json.loads((out / "run.json").read_text())
+    assert run["base_model"] == "tiny-clip" and run["device"] == "cpu" and run["processes"] == 1
+    [dataset] = run["datasets"]
+    train_rows = len(load_split(str(caption_world["cen"]), "gpt35", "train"))
+    assert dataset["spec"] == f"{caption_world['cen']}:gpt35" and dataset["config"] == "gpt35"
+    assert dataset["splits"] == {"train": train_rows}  # --eval_split none: no held-out rows read
+    assert len(dataset["fingerprint"]) == 64 and dataset["built_by"].startswith("earthvl ")
+    assert dataset["fingerprint"] == data_version(str(caption_world["cen"]), "gpt35")["fingerprint"]  # the same build
+    runtime = trainer.state.log_history[-1]["train_runtime"]
+    assert run["seconds"] >= runtime  # the whole run: loading, training and saving
+    text = render_model_card(model_dir=out).text
+    assert f"| `{dataset['spec']}` | local folder, fingerprint `{dataset['fingerprint'][:16]}`" in text
+    assert f"| train {train_rows:,} |" in text and "not recorded" not in text
+    assert "- Base model: `tiny-clip`" in text and "- Device: CPU" in text
+    assert "- Wall time of the whole run (loading, training, saving): " in text
 
 
 def gaia_rows(caption_world, scheme, **options):
@@ -151,7 +171,7 @@ def test_resume_after_a_crash_ends_where_the_uninterrupted_run_does(caption_worl
     datasets = [f"{caption_world['cen']}:gpt35"]
     saving = ["--eval_split", "none", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
               "--per_device_train_batch_size", "16"]
-    main(*tiny_recipe(datasets, tmp_path / "whole", *saving))
+    train_clip(*tiny_recipe(datasets, tmp_path / "whole", *saving))
     step = ClipTrainer.training_step
 
     def crash_at_step_5(self, *args, **kwargs):
@@ -161,10 +181,10 @@ def test_resume_after_a_crash_ends_where_the_uninterrupted_run_does(caption_worl
 
     monkeypatch.setattr(ClipTrainer, "training_step", crash_at_step_5)
     with pytest.raises(Crash):
-        main(*tiny_recipe(datasets, tmp_path / "crashed", *saving))
+        train_clip(*tiny_recipe(datasets, tmp_path / "crashed", *saving))
     monkeypatch.undo()
     (tmp_path / "crashed" / STAGING).mkdir()  # as a save killed half-way leaves it
-    trainer = main(*tiny_recipe(datasets, tmp_path / "crashed", *saving, "--resume"))
+    trainer = train_clip(*tiny_recipe(datasets, tmp_path / "crashed", *saving, "--resume"))
     assert trainer.state.global_step == 6 and not (tmp_path / "crashed" / STAGING).exists()
     whole, resumed = (load_file(f"{tmp_path / run}/model.safetensors") for run in ("whole", "crashed"))
     assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) < 1e-6

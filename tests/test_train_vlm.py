@@ -22,7 +22,7 @@ from earthvl.recipes import recipe_path, shipped_recipes
 from earthvl.sample import generate_sample
 from earthvl.train.conversations import to_conversations
 from earthvl.train.foundation import mix
-from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, main
+from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, train_vlm
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
     if broken == "inverted label mask":
         collator = DataCollatorForVisionLanguageModeling
         monkeypatch.setattr(collator, "torch_call", _inverted_labels(collator.torch_call))
-    trainer = main(*arguments(data, tmp_path / "run", **({"learning_rate": 0.0} if broken == "frozen adapter" else {})))
+    trainer = train_vlm(*arguments(data, tmp_path / "run", **({"learning_rate": 0.0} if broken == "frozen adapter" else {})))
     monkeypatch.undo()
     after = heldout_loss(trainer.model, processor, held_out)
     if broken is None:
@@ -117,7 +117,7 @@ def test_qlora_improves_held_out_captions(data, tmp_path, monkeypatch, broken):
 
 
 def test_saved_adapter_reloads_to_the_same_outputs(data, tmp_path):
-    trainer = main(*arguments(data, tmp_path / "run", num_train_epochs=1))
+    trainer = train_vlm(*arguments(data, tmp_path / "run", num_train_epochs=1))
     rows, _ = to_conversations(load_split(str(data / "cen"), "gpt35", "validation"), paraphrase=False)
     base, processor = load_vlm(resolve_model("tiny-llava"), load_in_4bit=True, dtype=torch.float32)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "run")
@@ -166,7 +166,7 @@ def test_cli_trains_from_a_shipped_recipe(data, tmp_path, capsys):
 def test_merged_model_loads_plainly_and_generates_like_the_adapter(data, tmp_path):
     script, training, model_args = arguments(data, tmp_path / "run", num_train_epochs=2)
     script.merge_adapter = True
-    main(script, training, model_args)
+    train_vlm(script, training, model_args)
     merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "run" / "merged")
     assert not list((tmp_path / "run" / "merged").glob("*.bin")) and not hasattr(merged, "peft_config")
     base, processor = load_vlm(resolve_model("tiny-llava"), dtype=torch.float32)

@@ -27,7 +27,7 @@ from earthvl.train.collate import VlmCollator
 from earthvl.train.foundation import SKIPPED_IMAGES
 from earthvl.train.conversations import to_conversations
 from earthvl.train.progress import log_line
-from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, VlmTrainer, main
+from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, VlmTrainer, train_vlm
 
 CONFIGS = ["gpt35", "gpt35-multispectral"]
 
@@ -73,7 +73,7 @@ def test_resume_after_a_crash_continues_with_the_same_data_order(data, tmp_path,
     datasets, model = [f"{data / 'cen'}:gpt35"], {"load_in_4bit": False}
     # 7 steps an epoch: the run crosses into epoch 2, with length-grouped batches
     saving = dict(save_strategy="steps", save_steps=2, max_steps=10, train_sampling_strategy="group_by_length")
-    main(*arguments(datasets, tmp_path / "whole", model, **saving))
+    train_vlm(*arguments(datasets, tmp_path / "whole", model, **saving))
 
     run = tmp_path / "crashed"
     if where == "after a checkpoint":
@@ -97,7 +97,7 @@ def test_resume_after_a_crash_continues_with_the_same_data_order(data, tmp_path,
         monkeypatch.setattr(VlmTrainer, "_save_optimizer_and_scheduler", crash_in_the_save_of_step_8)
         expected = "checkpoint-6"
     with pytest.raises(Crash):
-        main(*arguments(datasets, run, model, **saving))
+        train_vlm(*arguments(datasets, run, model, **saving))
     monkeypatch.undo()
     if where == "during a save":
         assert (run / STAGING / "checkpoint-8" / "adapter_model.safetensors").is_file()
@@ -107,7 +107,7 @@ def test_resume_after_a_crash_continues_with_the_same_data_order(data, tmp_path,
 
     script, training, model_args = arguments(datasets, run, model, **saving)
     script.resume = True
-    trainer = main(script, training, model_args)
+    trainer = train_vlm(script, training, model_args)
     assert trainer.state.global_step == 10
     whole, resumed = adapter_weights(tmp_path / "whole"), adapter_weights(run)
     assert whole.keys() == resumed.keys()
@@ -120,7 +120,7 @@ def test_resume_after_a_crash_continues_with_the_same_data_order(data, tmp_path,
 def test_resume_without_a_checkpoint_starts_afresh(data, tmp_path):
     script, training, model_args = arguments([f"{data / 'cen'}:gpt35"], tmp_path / "fresh", max_steps=2)
     script.resume = True
-    assert main(script, training, model_args).state.global_step == 2
+    assert train_vlm(script, training, model_args).state.global_step == 2
 
 
 # --- nine bands and resolution -----------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_resume_without_a_checkpoint_starts_afresh(data, tmp_path):
 def test_nine_band_training_trains_the_extra_channels_and_reloads(data, tmp_path):
     datasets = [f"{data / 'cen'}:gpt35-multispectral"]
     out = tmp_path / "ms"
-    trainer = main(*arguments(datasets, out, model={"multispectral": True}, max_steps=4))
+    trainer = train_vlm(*arguments(datasets, out, model={"multispectral": True}, max_steps=4))
     vision = json.loads((out / "vision.json").read_text())
     assert vision["num_channels"] == 9 and len(vision["band_mean"]) == len(vision["band_std"]) == 9
     assert all(0 < m < 1 for m in vision["band_mean"]) and all(s > 0 for s in vision["band_std"])
@@ -150,14 +150,14 @@ def test_nine_band_training_trains_the_extra_channels_and_reloads(data, tmp_path
 
 def test_bands_on_an_rgb_config_are_refused(data, tmp_path):
     with pytest.raises(EarthvlError, match="lacks the band columns"):
-        main(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"multispectral": True}))
+        train_vlm(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"multispectral": True}))
 
 
 def test_higher_resolution_training_emits_the_new_image_token_count(data, tmp_path):
     out = tmp_path / "hires"
     script, training, model_args = arguments([f"{data / 'cen'}:gpt35"], out, model={"image_size": 96}, max_steps=3)
     script.merge_adapter = True
-    trainer = main(script, training, model_args)
+    trainer = train_vlm(script, training, model_args)
     processor = AutoProcessor.from_pretrained(out)
     batch = trainer.data_collator([trainer.train_dataset[0]])
     assert batch["pixel_values"].shape[-2:] == (96, 96)
@@ -231,7 +231,7 @@ def test_a_bad_image_stops_with_the_row_named_or_is_skipped_and_counted(tmp_path
     script, training, model_args = arguments([str(tmp_path / "scenes")], tmp_path / "run", max_steps=2,
                                               per_device_train_batch_size=8)
     script.on_bad_image = "skip"
-    trainer = main(script, training, model_args)
+    trainer = train_vlm(script, training, model_args)
     name = str(tmp_path / "scenes")
     assert trainer.skipped_images == [f"{name} row _row=5: cannot decode the image: not in an image format PIL reads"] * 2
     listed = json.loads((tmp_path / "run" / "skipped_images.json").read_text())
@@ -249,7 +249,7 @@ def test_the_collator_refuses_a_batch_of_only_bad_images():
 
 
 def test_logs_carry_throughput_and_read_as_one_line(data, tmp_path, capsys):
-    trainer = main(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "logs", max_steps=4, logging_steps=2,
+    trainer = train_vlm(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "logs", max_steps=4, logging_steps=2,
                               train_sampling_strategy="group_by_length"))
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2
@@ -313,7 +313,7 @@ def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(dat
     script, training, model_args = arguments([f"{data / 'cen'}:gpt35"], tmp_path / "run", max_steps=3)
     model_args.model_name_or_path = None
     model_args.vision_tower, model_args.language_model = "tiny-clip", str(tmp_path / "llm")
-    trainer = main(script, training, model_args)
+    trainer = train_vlm(script, training, model_args)
     assert model_args.train_projector
     batch = trainer.data_collator([trainer.train_dataset[0]])
     assert int((batch["input_ids"] == trainer.model.config.image_token_id).sum()) == (64 // 8) ** 2
@@ -324,7 +324,7 @@ def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(dat
         for k, v in trained.items() if k.endswith("weight")
     )
     with pytest.raises(EarthvlError, match="both --vision_tower and --language_model"):
-        main(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"vision_tower": "tiny-clip"}))
+        train_vlm(*arguments([f"{data / 'cen'}:gpt35"], tmp_path / "x", model={"vision_tower": "tiny-clip"}))
 
 
 def test_two_folders_of_the_same_name_are_not_confused(tmp_path):

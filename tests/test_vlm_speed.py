@@ -27,7 +27,8 @@ from earthvl.sample import generate_sample
 from earthvl.train.collate import IGNORE_INDEX, flatten_rows
 from earthvl.train.conversations import to_conversations
 from earthvl.train.memory import GIB, choose_micro_batch
-from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, VlmTrainer, main, vision_tower_without_autograd
+from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments, VlmTrainer, train_vlm, vision_tower_without_autograd
+from earthvl.training_output import MEMORY_BUDGET_FILE
 
 ROWS = [0, 5, 9, 20]  # different lengths
 
@@ -274,10 +275,10 @@ def trained_batches(monkeypatch):
 def test_padding_free_training_matches_padded_training(data, tmp_path, monkeypatch):
     # SGD, so that equal gradients give equal adapters (Adam would magnify float noise in near-zero gradients)
     seen = trained_batches(monkeypatch)
-    padded = main(*vlm_arguments(data, tmp_path / "padded", {"vision_no_grad": False}))
+    padded = train_vlm(*vlm_arguments(data, tmp_path / "padded", {"vision_no_grad": False}))
     assert all(batch["history"] for batch in seen)
     seen.clear()
-    flat = main(*vlm_arguments(data, tmp_path / "flat", padding_free=True))
+    flat = train_vlm(*vlm_arguments(data, tmp_path / "flat", padding_free=True))
     assert [batch["rows"] for batch in seen] == [4, 4] and not any(batch["history"] for batch in seen)
     assert json.loads((tmp_path / "flat" / "training_args.json").read_text())["padding_free"] is True
     reference, packed = (load_file(str(tmp_path / run / "adapter_model.safetensors")) for run in ("padded", "flat"))
@@ -305,7 +306,7 @@ def test_memory_budget_picks_the_micro_batch_and_keeps_the_batch_per_step(data, 
     monkeypatch.setattr(memory, "default_memory_reader", lambda: FakeMemory(seen))
     script, training, model_args = vlm_arguments(data, tmp_path / "budget", per_device_train_batch_size=8)
     script.memory_budget_gb = 7.5  # 3 + 4 rows fits, 3 + 8 does not
-    main(script, training, model_args)
+    train_vlm(script, training, model_args)
     choice = json.loads((tmp_path / "budget" / "memory_budget.json").read_text())
     assert (choice["micro_batch"], choice["gradient_accumulation_steps"], choice["global_batch"]) == (4, 2, 8)
     assert [(p["micro_batch"], p["peak_gb"]) for p in choice["probes"]] == [(1, 4), (2, 5), (4, 7)]
@@ -313,7 +314,7 @@ def test_memory_budget_picks_the_micro_batch_and_keeps_the_batch_per_step(data, 
     assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (4, 2)
     assert [batch["rows"] for batch in seen[-4:]] == [4, 4, 4, 4]  # 2 steps of 2 x 4 rows after the probes
     # the probes leave no trace: the same adapter as a run configured with that micro-batch from the start
-    main(*vlm_arguments(data, tmp_path / "direct", per_device_train_batch_size=4, gradient_accumulation_steps=2))
+    train_vlm(*vlm_arguments(data, tmp_path / "direct", per_device_train_batch_size=4, gradient_accumulation_steps=2))
     probed, direct = (load_file(str(tmp_path / run / "adapter_model.safetensors")) for run in ("budget", "direct"))
     for name, weight in direct.items():
         torch.testing.assert_close(probed[name], weight, rtol=1e-5, atol=1e-6, msg=name)
@@ -321,7 +322,7 @@ def test_memory_budget_picks_the_micro_batch_and_keeps_the_batch_per_step(data, 
 
 def test_a_resumed_run_keeps_the_recorded_micro_batch(tmp_path):
     recorded = {"budget_gb": 16.0, "global_batch": 16, "micro_batch": 8, "gradient_accumulation_steps": 2}
-    (tmp_path / memory.BUDGET_FILE).write_text(json.dumps(recorded))
+    (tmp_path / MEMORY_BUDGET_FILE).write_text(json.dumps(recorded))
     trainer = SimpleNamespace(
         args=SimpleNamespace(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=4),
         memory_budget_gb=16.0, _resuming=True,
@@ -338,9 +339,9 @@ def test_memory_budget_without_a_gpu_is_a_clear_error(data, tmp_path):
     script, training, model_args = vlm_arguments(data, tmp_path / "cpu")
     script.memory_budget_gb = 16
     with pytest.raises(EarthvlError, match="memory_budget_gb needs a CUDA device"):
-        main(script, training, model_args)
+        train_vlm(script, training, model_args)
 
 
 def test_packing_is_refused_with_the_alternative_named(data, tmp_path):
     with pytest.raises(EarthvlError, match="use padding_free"):
-        main(*vlm_arguments(data, tmp_path / "packing", packing=True))
+        train_vlm(*vlm_arguments(data, tmp_path / "packing", packing=True))

@@ -24,12 +24,26 @@ from huggingface_hub.utils import validate_repo_id
 from earthvl.atomic import write_bytes
 from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
+from earthvl.eval.arguments import TASK_ARGUMENTS, EvalArguments, option_flags
 from earthvl.eval_results import check_results, read_results
+from earthvl.training_output import (
+    ADAPTER_CONFIG_FILE,
+    RUN_FILE,
+    CAPTIONING_FILE,
+    CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
+    SKIPPED_IMAGES_FILE,
+    TEXT_FIT_FILE,
+    TRAIN_RESULTS_FILE,
+    TRAINER_STATE_FILE,
+    TRAINING_ARGS_FILE,
+    VISION_FILE,
+    read_training_output,
+)
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 EVAL_DIR = "eval"
 """Folder of the results files, beside the card (in the model folder and in the Hub repo)."""
-MERGED_DIR = "merged"
 TAGS = ("remote-sensing", "earth-observation", "earthvl")
 SOURCE_NAME = "earthvl eval"
 
@@ -104,18 +118,7 @@ RECIPE_KEYS = (
     "activation_checkpointing", "gradient_checkpointing", "seed",
 )  # fmt: skip
 """`TrainingArguments` fields a card's recipe shows (the rest stay in training_args.json)."""
-STATE_FILE, RESULTS_FILE = "trainer_state.json", "train_results.json"
-"""transformers' `Trainer.save_state()` and `save_metrics("train", ...)` files, read when the folder has them."""
-SIDE_FILES = (
-    "training_args.json", "adapter_config.json", "config.json", "generation_config.json", "captioning.json",
-    "vision.json", "text_fit.json", "skipped_images.json", RESULTS_FILE,
-)  # fmt: skip
-"""The JSON files of an `earthvl train` output folder that a card reads."""
-MERGED_FILES = ("config.json", "generation_config.json")
-"""What `merged/` overrides of them."""
-RECIPE_SOURCES = (
-    "training_args.json", "adapter_config.json", "captioning.json", "generation_config.json", "vision.json",
-)  # fmt: skip
+RECIPE_SOURCES = (TRAINING_ARGS_FILE, ADAPTER_CONFIG_FILE, CAPTIONING_FILE, GENERATION_CONFIG_FILE, VISION_FILE)
 """The side files a card's recipe is read from."""
 
 
@@ -142,17 +145,13 @@ class ModelFolder:
     family: str | None
     adapter: bool
     base_model: str | None
+    """The base an adapter names."""
     files: dict[str, Any]
     """The JSON side files (training_args.json, adapter_config.json, captioning.json, ...) by name."""
     state: dict[str, Any] | None
     """`trainer_state.json` of the folder, else of its newest checkpoint."""
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EarthvlError(f"{path} is not readable JSON: {error}") from error
+    run: dict[str, Any]
+    """`run.json`: the datasets (revisions, rows), the base model, device and wall time ({} in older folders)."""
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -249,41 +248,25 @@ def eval_results(loaded: Sequence[Results], model_id: str | None = None) -> list
 
 
 def _family(files: Mapping[str, Any]) -> str | None:
-    model_type = (files.get("config.json") or {}).get("model_type")
+    model_type = (files.get(CONFIG_FILE) or {}).get("model_type")
     if model_type:
         return MODEL_TYPES.get(model_type)
-    base_class = ((files.get("adapter_config.json") or {}).get("auto_mapping") or {}).get("base_model_class")
+    base_class = ((files.get(ADAPTER_CONFIG_FILE) or {}).get("auto_mapping") or {}).get("base_model_class")
     return next((family for family, spec in FAMILIES.items() if spec.model_class == base_class), None)
 
 
-def _newest_state(folder: Path) -> dict[str, Any] | None:
-    if (folder / STATE_FILE).is_file():
-        return _read_json(folder / STATE_FILE)
-    steps = {p.parent.name.removeprefix("checkpoint-"): p for p in folder.glob(f"checkpoint-*/{STATE_FILE}")}
-    numbered = {int(step): p for step, p in steps.items() if step.isdigit()}
-    return _read_json(numbered[max(numbered)]) if numbered else None
-
-
 def read_model_folder(folder: str | Path, *, merged: bool = False) -> ModelFolder:
-    """A trained model folder (full model or PEFT adapter), with `merged/` as the model when `merged`; an error
-    naming what is missing otherwise."""
-    path = Path(folder)
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise EarthvlError(f"{path} is not a trained model folder: it has no config.json or adapter_config.json")
-    files = {name: _read_json(path / name) for name in SIDE_FILES if (path / name).is_file()}
-    if merged:
-        model = path / MERGED_DIR
-        if not (model / "config.json").is_file():
-            raise EarthvlError(f"{path} has no merged model ({MERGED_DIR}/config.json): train with --merge_adapter")
-        files.update({name: _read_json(model / name) for name in MERGED_FILES if (model / name).is_file()})
-    base = (files.get("adapter_config.json") or {}).get("base_model_name_or_path")
+    """A trained model folder (full model or PEFT adapter, see `earthvl.training_output`), with `merged/` as the
+    model when `merged`; an error naming what is missing otherwise."""
+    output = read_training_output(folder, merged=merged)
     return ModelFolder(
-        path=path,
-        family=_family(files),
-        adapter="adapter_config.json" in files and not merged,
-        base_model=base,
-        files=files,
-        state=_newest_state(path),
+        path=output.path,
+        family=_family(output.files),
+        adapter=output.adapter,
+        base_model=output.base_model,
+        files=output.files,
+        state=output.state,
+        run=output.run,
     )
 
 
@@ -348,7 +331,7 @@ def _training_data(folder: ModelFolder | None, datasets: Sequence[str]) -> str:
         lines.append("Not recorded in the output folder (`earthvl card --datasets ...` names them).")
     if folder is None:
         return "\n".join(lines)
-    fit = folder.files.get("text_fit.json") or {}
+    fit = folder.files.get(TEXT_FIT_FILE) or {}
     named = list(fit)  # short names (`gaia-default`), also those of the held-out losses `eval_<name>_loss`
     for entry in (folder.state or {}).get("log_history", []):
         named += [key[5:-5] for key in entry if re.fullmatch(r"eval_.+_loss", key)]
@@ -361,11 +344,28 @@ def _training_data(folder: ModelFolder | None, datasets: Sequence[str]) -> str:
         for name, f in fit.items():
             shares = f"{100 * f.get('longer_than_limit', 0):.1f}% | {100 * f.get('texts_cut', 0):.1f}%"
             lines.append(f"| `{name}` | {f.get('texts', 0):,} | {shares} |")
-    skipped = folder.files.get("skipped_images.json")
+    skipped = folder.files.get(SKIPPED_IMAGES_FILE)
     if skipped:
-        lines.append(f"\n{len(skipped):,} training rows were skipped for undecodable images (`skipped_images.json`).")
-    lines.append("\nDataset sizes are not recorded in the output folder; see the datasets' cards.")
+        lines.append(f"\n{len(skipped):,} training rows were skipped for undecodable images (`{SKIPPED_IMAGES_FILE}`).")
+    recorded = folder.run.get("datasets") or []
+    if not recorded:
+        lines.append(f"\nDataset versions and sizes are not recorded in the output folder (no `{RUN_FILE}`).")
+        return "\n".join(lines)
+    lines.append(f"\nWhat the run read (`{RUN_FILE}`):\n")
+    lines.append("| dataset | version | rows |\n|---|---|---|")
+    for entry in recorded:
+        rows = ", ".join(f"{split} {count:,}" for split, count in (entry.get("splits") or {}).items())
+        lines.append(f"| `{entry.get('spec')}` | {_data_version(entry)} | {rows} |")
     return "\n".join(lines)
+
+
+def _data_version(entry: Mapping[str, Any]) -> str:
+    if entry.get("revision"):
+        return f"commit `{entry['revision']}`"
+    if entry.get("fingerprint"):
+        built = f", built by {entry['built_by']}" if entry.get("built_by") else ""
+        return f"local folder, fingerprint `{entry['fingerprint'][:16]}`{built}"
+    return "not recorded"
 
 
 def _recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str]) -> str:
@@ -376,7 +376,7 @@ def _recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str
         recipe["model_name_or_path"] = display_name(base)
     if datasets:
         recipe["datasets"] = list(datasets)
-    lora = files.get("adapter_config.json")
+    lora = files.get(ADAPTER_CONFIG_FILE)
     if lora:
         targets = lora.get("target_modules")
         recipe.update(
@@ -387,13 +387,13 @@ def _recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str
             lora_target_modules=sorted(targets) if isinstance(targets, list) else targets,
             lora_modules_to_save=lora.get("modules_to_save"),
         )
-    if "captioning.json" in files:
-        recipe["prompt"] = files["captioning.json"].get("prompt")
-        generation = files.get("generation_config.json") or {}
+    if CAPTIONING_FILE in files:
+        recipe["prompt"] = files[CAPTIONING_FILE].get("prompt")
+        generation = files.get(GENERATION_CONFIG_FILE) or {}
         recipe.update(num_beams=generation.get("num_beams"), max_new_tokens=generation.get("max_new_tokens"))
-    vision = files.get("vision.json") or {}
+    vision = files.get(VISION_FILE) or {}
     recipe.update(image_size=vision.get("image_size"), multispectral=True if vision.get("num_channels") else None)
-    args = files.get("training_args.json") or {}
+    args = files.get(TRAINING_ARGS_FILE) or {}
     recipe.update({key: args.get(key) for key in RECIPE_KEYS if args.get(key) not in (None, -1)})
     recipe = {key: value for key, value in recipe.items() if value is not None}
     sources = ", ".join(f"`{name}`" for name in files if name in RECIPE_SOURCES) or "no settings files"
@@ -415,15 +415,21 @@ def _duration(seconds: float) -> str:
 def _hardware(folder: ModelFolder | None) -> str:
     if folder is None:
         return "Not recorded: the card was rendered without the training output folder."
-    args = folder.files.get("training_args.json") or {}
+    args = folder.files.get(TRAINING_ARGS_FILE) or {}
     log = (folder.state or {}).get("log_history", [])
-    summary = {**next((e for e in reversed(log) if "train_runtime" in e), {}), **(folder.files.get(RESULTS_FILE) or {})}
+    summary = {**next((e for e in reversed(log) if "train_runtime" in e), {}), **(folder.files.get(TRAIN_RESULTS_FILE) or {})}
     peaks = [e["gpu_peak_memory_gb"] for e in log if "gpu_peak_memory_gb" in e]
     lines = []
-    if args.get("use_cpu"):
+    run = folder.run
+    peak = f", peak memory {max(peaks):.1f} GB per process (training logs)" if peaks else ""
+    if run.get("device"):
+        processes = f" x {run['processes']} processes" if (run.get("processes") or 1) > 1 else ""
+        device = "CPU" if run["device"] == "cpu" else run["device"]
+        lines.append(f"- Device: {device}{processes}{peak}")
+    elif args.get("use_cpu"):
         lines.append("- Device: CPU")
     elif peaks:
-        lines.append(f"- Device: GPU, peak memory {max(peaks):.1f} GB per process (training logs)")
+        lines.append(f"- Device: GPU{peak}")
     precision = "bf16 mixed precision" if args.get("bf16") else "fp16 mixed precision" if args.get("fp16") else "fp32"
     if args:
         lines.append(f"- Precision: {precision}")
@@ -434,9 +440,11 @@ def _hardware(folder: ModelFolder | None) -> str:
         lines.append(f"- Throughput: {summary['train_samples_per_second']:.1f} samples/s")
     if "train_runtime" not in summary:
         lines.append(
-            f"- Training time: not recorded (the output folder has no `{STATE_FILE}` or `{RESULTS_FILE}` with the "
-            "final training log)"
+            f"- Training time: not recorded (the output folder has no `{TRAINER_STATE_FILE}` or `{TRAIN_RESULTS_FILE}` "
+            "with the final training log)"
         )
+    if run.get("seconds") is not None:
+        lines.append(f"- Wall time of the whole run (loading, training, saving): {_duration(run['seconds'])}")
     return "\n".join(lines)
 
 
@@ -447,36 +455,39 @@ def _percent(value: float | None) -> str:
 def reproduce_command(
     data: Mapping[str, Any], model_id: str, base: str | None = None, name: str = "results.json"
 ) -> str:
-    """The `earthvl eval` command that computes `data` again for `model_id`."""
+    """The `earthvl eval` command that computes `data` again for `model_id`: the options of `EvalArguments` and the
+    task's dataclass that the results file records, written as `option_flags` writes them."""
     task, dataset, settings = data["task"], data["dataset"], data["settings"]
-    args = ["earthvl", "eval", task, "--model", model_id, "--dataset", dataset.get("name") or dataset["id"]]
     generation = settings.get("generation") or {}
-    options: list[tuple[str, Any]] = [
-        ("--config", dataset.get("config")),
-        ("--split", dataset["split"]),
-        ("--dataset_revision", dataset.get("revision")),
-        ("--base_model", base if is_hub_id(base) else None),
-        ("--max_samples", settings.get("max_samples")),
-        ("--dtype", settings.get("dtype")),
-    ]
+    shared = EvalArguments(
+        model=model_id,
+        dataset=dataset.get("name") or dataset["id"],
+        out=f"{EVAL_DIR}/{name}",
+        dataset_config=dataset.get("config"),
+        split=dataset["split"],
+        dataset_revision=dataset.get("revision"),
+        base_model=base if is_hub_id(base) else None,
+        max_samples=settings.get("max_samples"),
+        dtype=settings.get("dtype"),
+        load_in_4bit=bool(settings.get("load_in_4bit")),
+        load_in_8bit=bool(settings.get("load_in_8bit")),
+    )
+    recorded: dict[str, Any] = {}
     if task == "caption":
-        options += [
-            ("--protocols", list(data["metrics"])),
-            ("--prompt", settings.get("prompt") or None),
-            ("--num_beams", generation.get("num_beams")),
-            ("--max_new_tokens", generation.get("max_new_tokens")),
-        ]
+        recorded = dict(
+            protocols=list(data["metrics"]),
+            prompt=settings.get("prompt") or None,
+            num_beams=generation.get("num_beams"),
+            max_new_tokens=generation.get("max_new_tokens"),
+        )
     elif task == "classify" and "geochat" in data["metrics"]:
-        options.append(("--max_new_tokens", generation.get("max_new_tokens")))
+        recorded = dict(max_new_tokens=generation.get("max_new_tokens"))
     elif task == "retrieve":
-        options.append(("--long_text", settings.get("long_text")))
+        recorded = dict(long_text=settings.get("long_text"))
         if settings.get("long_text") == "chunks":
-            options.append(("--max_text_chunks", settings.get("max_text_chunks")))
-    for option, value in options:
-        if value is not None:
-            args += [option, *map(str, value)] if isinstance(value, list) else [option, str(value)]
-    args += [flag for flag in ("--load_in_4bit", "--load_in_8bit") if settings.get(flag[2:])]
-    return shlex.join([*args, "--out", f"{EVAL_DIR}/{name}"])
+            recorded["max_text_chunks"] = settings.get("max_text_chunks")
+    task_args = TASK_ARGUMENTS[task](**{key: value for key, value in recorded.items() if value is not None})
+    return shlex.join(["earthvl", "eval", task, *option_flags(shared), *option_flags(task_args)])
 
 
 def _evaluation(r: Results, model_id: str, base: str | None) -> dict[str, str]:
@@ -524,7 +535,7 @@ def render_model_card(
     """The card of one model from its results files (paths or results dicts) and, when given, its training output
     folder (`merged` describes `model_dir/merged` instead of the adapter). `model_id` (the Hub id the card is for)
     defaults to the results' model id, else the folder's name; `base_model` to what the results or the adapter
-    record."""
+    record, else what the folder's `run.json` records; so does `datasets`."""
     loaded = load_results(results)
     folder = read_model_folder(model_dir, merged=merged) if model_dir is not None else None
     recorded = loaded[0].data["model"] if loaded else {}
@@ -534,8 +545,10 @@ def render_model_card(
     family = recorded.get("family") or (folder.family if folder else None)
     if folder and folder.family and family != folder.family:
         raise EarthvlError(f"the results are of a {family} model but {folder.path} holds a {folder.family} model")
-    base = base_model or recorded.get("base_model") or (folder.base_model if folder else None)
+    run = folder.run if folder else {}
+    base = base_model or recorded.get("base_model") or (folder.base_model if folder else None) or run.get("base_model")
     base = display_name(base) if base else None
+    datasets = list(datasets) or [entry["spec"] for entry in run.get("datasets") or [] if entry.get("spec")]
     adapter = folder.adapter if folder else bool(recorded.get("base_model"))
     evals = eval_results(loaded, model_id)
     data = ModelCardData(
@@ -555,7 +568,7 @@ def render_model_card(
         template_path=str(TEMPLATE),
         model_name=model_id,
         summary=_summary(family, adapter, merged, base),
-        usage=_usage(family, adapter, model_id, base, bool(folder and folder.files.get("vision.json"))),
+        usage=_usage(family, adapter, model_id, base, bool(folder and folder.files.get(VISION_FILE))),
         training_data=_training_data(folder, datasets),
         recipe=_recipe(folder, base, datasets),
         hardware=_hardware(folder),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
 from earthvl.errors import check_positive
 from earthvl.eval.batches import ON_BAD_IMAGE
 from earthvl.images import DEFAULT_MAX_PIXELS
@@ -133,3 +135,25 @@ class RetrieveArguments:
 
     def __post_init__(self) -> None:
         check_positive(self, "max_text_chunks")
+
+
+TASK_ARGUMENTS = {"caption": CaptionArguments, "classify": ClassifyArguments, "retrieve": RetrieveArguments}
+"""Task -> its options' dataclass (besides `EvalArguments`)."""
+
+
+def option_flags(options: Any) -> list[str]:
+    """The command-line options that give a dataclass of options its values: one `--name value...` per field whose
+    value differs from its default, in field order (booleans as `--name` or `--name false`)."""
+    flags: list[str] = []
+    for spec in fields(options):
+        value = getattr(options, spec.name)
+        default = spec.default_factory() if spec.default_factory is not MISSING else spec.default
+        if value == default:
+            continue
+        if isinstance(value, bool):
+            flags += [f"--{spec.name}"] if value else [f"--{spec.name}", "false"]
+        elif isinstance(value, (list, tuple)):
+            flags += [f"--{spec.name}", *map(str, value)]
+        else:
+            flags += [f"--{spec.name}", str(value)]
+    return flags

@@ -7,11 +7,12 @@ from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import Benchmark
 from earthvl.eval.caption_scores import PROTOCOLS, caption_metrics
 from earthvl.eval.generation import Blip2Generator, LlavaGenerator, generate_all
-from earthvl.eval.eval_model import EvalModel, read_json
+from earthvl.eval.eval_model import EvalModel
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
 from earthvl.models.blip2 import GAIA_GENERATION
 from earthvl.prompts import CAPTION_INSTRUCTION
+from earthvl.training_output import CAPTIONING_FILE, read_side_file
 
 LLAVA_MAX_NEW_TOKENS = 256
 """Room for GAIA-length captions (about 100-200 words)."""
@@ -24,7 +25,7 @@ def caption_generator(model: EvalModel, args: CaptionArguments) -> tuple[object,
         prompt = CAPTION_INSTRUCTION if args.prompt is None else args.prompt
         generator = LlavaGenerator(model.model, model.processor, prompt, **{"max_new_tokens": LLAVA_MAX_NEW_TOKENS, **generation})
         return generator, {"prompt": prompt, "generation": _public(generator.generation)}
-    saved = read_json(model.folder, "captioning.json")
+    saved = read_side_file(model.folder, CAPTIONING_FILE)
     prompt = saved.get("prompt", "") if args.prompt is None else args.prompt
     if not saved:  # not an earthvl training output: caption with GAIA's settings, not the checkpoint's defaults
         generation = {**GAIA_GENERATION, **generation}

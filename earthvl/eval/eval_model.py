@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,8 @@ from huggingface_hub import snapshot_download
 from transformers import AutoConfig, ProcessorMixin
 
 from earthvl.errors import EarthvlError
-from earthvl.models.loading import adapter_base
 from earthvl.model_names import resolve_model
+from earthvl.training_output import ADAPTER_CONFIG_FILE, adapter_base
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +63,13 @@ def _adapter_folder(name: str, revision: str | None) -> Path | None:
     None."""
     path = Path(name)
     if path.is_dir():
-        return path if (path / "adapter_config.json").is_file() else None
+        return path if (path / ADAPTER_CONFIG_FILE).is_file() else None
     try:
-        folder = Path(snapshot_download(name, revision=revision, allow_patterns=["adapter_config.json"]))
+        folder = Path(snapshot_download(name, revision=revision, allow_patterns=[ADAPTER_CONFIG_FILE]))
     except Exception as error:  # offline, unknown repo, gated: from_pretrained will say it better
         logger.debug("no adapter config for %s: %s", name, error)
         return None
-    if not (folder / "adapter_config.json").is_file():
+    if not (folder / ADAPTER_CONFIG_FILE).is_file():
         return None
     return Path(snapshot_download(name, revision=revision))
 
@@ -158,9 +157,3 @@ def _check_rgb(model: torch.nn.Module, name: str) -> None:
             "models through earthvl.models.vlm with the band columns of a multispectral config"
         )
 
-
-def read_json(folder: Path | None, name: str) -> dict[str, Any]:
-    """A JSON side file of a model folder (e.g. BLIP-2's `captioning.json`), {} when absent."""
-    if folder is None or not (folder / name).is_file():
-        return {}
-    return json.loads((folder / name).read_text())

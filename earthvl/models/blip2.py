@@ -16,13 +16,13 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoProcessor, Blip2ForConditionalGeneration, GenerationConfig, ProcessorMixin
 
 from earthvl.models.loading import (
-    adapter_base,
     check_safetensors,
     load_pretrained,
     lora_targets,
     save_merged,
     weights_dtype,
 )
+from earthvl.training_output import GENERATION_CONFIG_FILE, adapter_base
 
 UNQUANTIZED_MODULES = ["vision_model", "qformer", "language_projection", "language_model.lm_head"]
 """Full module paths kept out of 8-/4-bit: only the language model's decoder is quantised."""
@@ -107,7 +107,7 @@ def load_adapter(adapter: str | Path, *, base: str | None = None, dtype: torch.d
     """A trained BLIP-2 adapter on its (unquantised) base, with the processor and generation settings saved beside it."""
     check_safetensors(Path(adapter), "adapter_model")
     model, _ = load_blip2(base or adapter_base(adapter), dtype=dtype, **kwargs)
-    if (Path(adapter) / "generation_config.json").is_file():
+    if (Path(adapter) / GENERATION_CONFIG_FILE).is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(adapter))
     return PeftModel.from_pretrained(model, str(adapter)), AutoProcessor.from_pretrained(str(adapter))
 

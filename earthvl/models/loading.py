@@ -6,7 +6,6 @@ silently match nothing (LLaVA's `vision_tower` lives at `model.vision_tower`), a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -107,14 +106,6 @@ def load_pretrained(
         raise EarthvlError(f"cannot load {name_or_path}: {' '.join(str(error).split())}") from error
     processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     return model, processor
-
-
-def adapter_base(adapter: str | Path) -> str:
-    """The base checkpoint a PEFT adapter folder was trained on (its `base_model_name_or_path`)."""
-    config = Path(adapter) / "adapter_config.json"
-    if not config.is_file():
-        raise EarthvlError(f"{adapter} is not a PEFT adapter folder: it has no adapter_config.json")
-    return json.loads(config.read_text())["base_model_name_or_path"]
 
 
 def save_merged(model: PeftModel, processor: ProcessorMixin, out: str | Path) -> Path:

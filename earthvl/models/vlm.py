@@ -28,7 +28,6 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, Processor
 from earthvl.errors import EarthvlError
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE, turn_end_problem
 from earthvl.models.loading import (
-    adapter_base,
     check_safetensors,
     load_pretrained,
     lora_targets,
@@ -36,6 +35,7 @@ from earthvl.models.loading import (
     stop_token_ids,
 )
 from earthvl.models.vision import interpolate_position_embeddings, vision_embeddings, widen_patch_embedding
+from earthvl.training_output import VISION_FILE, adapter_base, read_side_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ LLM_LINEAR_LAYERS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj
 (`"all-linear"` would adapt those too)."""
 PROJECTOR = "multi_modal_projector"
 PATCH_EMBEDDING = "patch_embedding"
-VISION_FILE = "vision.json"
-"""Beside an adapter: how the base's vision tower was changed before training (`apply_vision`'s argument)."""
 
 
 def load_vlm(name_or_path: str, **kwargs: Any) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
@@ -160,8 +158,9 @@ def load_adapter(
     check_safetensors(adapter, "adapter_model")
     model, _ = load_vlm(base or adapter_base(adapter), dtype=dtype, **kwargs)
     processor = AutoProcessor.from_pretrained(str(adapter))
-    if (adapter / VISION_FILE).is_file():
-        apply_vision(model, None, json.loads((adapter / VISION_FILE).read_text()))
+    vision = read_side_file(adapter, VISION_FILE)
+    if vision:
+        apply_vision(model, None, vision)
     return PeftModel.from_pretrained(model, str(adapter)), processor
 
 

@@ -7,10 +7,8 @@ from typing import Any, Callable
 
 from trl import TrlParser
 
-from earthvl.eval.arguments import CaptionArguments, ClassifyArguments, EvalArguments, RetrieveArguments
+from earthvl.eval.arguments import TASK_ARGUMENTS, EvalArguments
 from earthvl.eval.run import evaluate, summary
-
-TASK_ARGUMENTS = {"caption": CaptionArguments, "classify": ClassifyArguments, "retrieve": RetrieveArguments}
 
 
 def task_script(task: str, description: str) -> tuple[Callable[..., TrlParser], Callable[..., int]]:

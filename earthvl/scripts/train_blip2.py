@@ -10,7 +10,7 @@ from transformers import TrainingArguments
 from trl import TrlParser
 
 from earthvl.train.blip2 import Blip2ModelArguments, Blip2ScriptArguments
-from earthvl.train.blip2 import main as train
+from earthvl.train.blip2 import train_blip2
 from earthvl.train.foundation import report
 
 
@@ -19,5 +19,5 @@ def make_parser(prog: str = "earthvl train blip2") -> TrlParser:
 
 
 def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, model_args: Blip2ModelArguments) -> int:
-    report(train(script_args, training_args, model_args), f"{'adapter' if model_args.use_peft else 'model'}, processor and generation settings")
+    report(train_blip2(script_args, training_args, model_args), f"{'adapter' if model_args.use_peft else 'model'}, processor and generation settings")
     return 0

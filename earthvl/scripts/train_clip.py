@@ -10,7 +10,7 @@ from transformers import TrainingArguments
 from trl import TrlParser
 
 from earthvl.train.clip import ClipModelArguments, ClipScriptArguments
-from earthvl.train.clip import main as train
+from earthvl.train.clip import train_clip
 from earthvl.train.foundation import report
 
 
@@ -19,5 +19,5 @@ def make_parser(prog: str = "earthvl train clip") -> TrlParser:
 
 
 def main(script_args: ClipScriptArguments, training_args: TrainingArguments, model_args: ClipModelArguments) -> int:
-    report(train(script_args, training_args, model_args), "model and processor")
+    report(train_clip(script_args, training_args, model_args), "model and processor")
     return 0

@@ -10,7 +10,7 @@ from trl import SFTConfig, TrlParser
 
 from earthvl.train.foundation import report
 from earthvl.train.vlm import VlmModelArguments, VlmScriptArguments
-from earthvl.train.vlm import main as train
+from earthvl.train.vlm import train_vlm
 
 
 def make_parser(prog: str = "earthvl train vlm") -> TrlParser:
@@ -18,6 +18,6 @@ def make_parser(prog: str = "earthvl train vlm") -> TrlParser:
 
 
 def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> int:
-    trainer = train(script_args, training_args, model_args)
+    trainer = train_vlm(script_args, training_args, model_args)
     report(trainer, f"{'adapter' if model_args.use_peft else 'model'} and processor")
     return 0

@@ -437,7 +437,7 @@ def launch(app: DemoApp, *, host: str | None = None, port: int | None = None, sh
     build_blocks(app).queue().launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE)
 
 
-def main(app_file: str | Path | None = None) -> None:
+def serve_space(app_file: str | Path | None = None) -> None:
     """Run the demo as a Space: settings from the environment, folder defaults relative to `app_file` (the Space's
     app.py, or its folder), models loaded and the gallery embedded before the page is served."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

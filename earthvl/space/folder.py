@@ -1,6 +1,6 @@
 """A ready-to-push Gradio Space folder for the earthvl demo: `write_space` (what `earthvl quickstart` ships).
 
-    <out>/app.py             runs earthvl.space.app.main for this folder (`python app.py`, as the Hub does)
+    <out>/app.py             runs earthvl.space.app.serve_space for this folder (`python app.py`, as the Hub does)
     <out>/README.md          the Space's front matter (sdk, sdk_version, app_file, ...) and what it runs
     <out>/requirements.txt   earthvl's runtime requirements and gradio, pinned to the versions installed here
     <out>/earthvl/           a copy of the earthvl package that wrote the folder (earthvl is not on PyPI)
@@ -27,6 +27,7 @@ import earthvl
 from earthvl.atomic import staged_dir
 from earthvl.cards.model import display_name, is_hub_id, read_model_folder
 from earthvl.dataset_folder import CARD_FILE
+from earthvl.training_output import ADAPTER_CONFIG_FILE
 from earthvl.errors import EarthvlError
 from earthvl.hub import check_space_folder, model_files
 from earthvl.models.tiny import TINY_MODELS
@@ -43,7 +44,6 @@ SPACE_TAG = "earthvl"
 RUNTIME_EXTRAS = ("gradio",)
 """What the app needs beyond earthvl's own requirements."""
 PACKAGE_SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
-ADAPTER_CONFIG = "adapter_config.json"
 FAMILIES = {"vlm": "llava", "clip": "clip"}
 """Slot -> the model family its tabs run."""
 
@@ -157,12 +157,12 @@ def _copy_model(source: Path, target: Path) -> None:
     if base is not None and not is_hub_id(base):
         if display_name(base) not in TINY_MODELS:
             raise EarthvlError(
-                f"{source / ADAPTER_CONFIG} names the local base model {base}, which a Space cannot reach: publish "
+                f"{source / ADAPTER_CONFIG_FILE} names the local base model {base}, which a Space cannot reach: publish "
                 "the base to the Hub and set base_model_name_or_path to its id, or merge the adapter (--merge_adapter)"
             )
-        config = json.loads((target / ADAPTER_CONFIG).read_text())
+        config = json.loads((target / ADAPTER_CONFIG_FILE).read_text())
         config["base_model_name_or_path"] = display_name(base)
-        (target / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        (target / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     logger.info("Space %s: copied %s from %s", target.relative_to(target.parent.parent), _size(target), source)
 
 
@@ -206,8 +206,8 @@ def _app_text(models: list[ModelChoice]) -> str:
     settings = "# Defaults; the Space's settings (environment variables) override them.\n" + defaults if defaults else ""
     return (
         f'"""The earthvl demo Space, written by earthvl {earthvl.__version__}: `python app.py` serves it."""\n\n'
-        f"{imports}from earthvl.space.app import main\n\n{settings}\n"
-        'if __name__ == "__main__":\n    main(__file__)\n'
+        f"{imports}from earthvl.space.app import serve_space\n\n{settings}\n"
+        'if __name__ == "__main__":\n    serve_space(__file__)\n'
     )
 
 

@@ -1,6 +1,6 @@
 """Captioning fine-tuning of BLIP-2 with LoRA, as in the GAIA paper: `earthvl train blip2`.
 
-`main(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
+`train_blip2(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
 for training, `Blip2ModelArguments` (TRL's `ModelConfig` with the paper's LoRA as defaults) for the model. The
 output folder holds the adapter, the processor and the generation settings (`generation_config.json`: 5 beams,
 at most 120 new tokens); `--merge_adapter` adds a plain `Blip2ForConditionalGeneration` in `<output_dir>/merged`.
@@ -24,12 +24,20 @@ from earthvl.models.loading import loading_options, lora_options, stop_token_ids
 from earthvl.models.pixels import PixelTransform
 from earthvl.train.caption_rows import ALT_TEXT_COLUMN, caption_datasets, caption_texts
 from earthvl.train.collate import Blip2Collator
-from earthvl.train.foundation import DataArguments, EarthvlTraining, EpochCallback, check_training, mix, run, save_outputs
+from earthvl.train.foundation import (
+    DataArguments,
+    EarthvlTraining,
+    EpochCallback,
+    RunRecord,
+    check_training,
+    mix,
+    run,
+    save_outputs,
+)
+from earthvl.training_output import CAPTIONING_FILE, MERGED_DIR
 
 logger = logging.getLogger(__name__)
 
-CAPTIONING_FILE = "captioning.json"
-"""Beside the adapter: the prompt the captions were trained after, for generation to use."""
 CAPTION_FIT_ROWS = 2000
 """Rows per dataset whose captions are measured against `max_caption_tokens` before training."""
 
@@ -99,9 +107,12 @@ def caption_limit(model: Any, processor: Any, prompt: str, requested: int | None
     return requested or room
 
 
-def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, model_args: Blip2ModelArguments) -> Blip2Trainer:
+def train_blip2(
+    script_args: Blip2ScriptArguments, training_args: TrainingArguments, model_args: Blip2ModelArguments
+) -> Blip2Trainer:
     """Fine-tune, then save the adapter (or model), processor and generation settings into `output_dir`."""
     check_training(training_args)
+    record = RunRecord(model_args.model_name_or_path)
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     training_args.label_names = training_args.label_names or ["labels"]
@@ -118,6 +129,7 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
     limit = caption_limit(model, processor, script_args.prompt, script_args.max_caption_tokens)
     pixels = PixelTransform.from_processor(processor.image_processor, max_pixels=script_args.max_pixels)
     sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
+    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
     for spec, rows, transform in zip(script_args.datasets, sources, transforms):
         texts = caption_texts(rows, transform, CAPTION_FIT_ROWS)
         lengths = [len(ids) + 1 for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -139,10 +151,10 @@ def main(script_args: Blip2ScriptArguments, training_args: TrainingArguments, mo
         callbacks=[EpochCallback(transforms)],
     )
     run(trainer, script_args.resume)
-    save_outputs(trainer, processor, {CAPTIONING_FILE: {"prompt": script_args.prompt}})
+    save_outputs(trainer, processor, record, {CAPTIONING_FILE: {"prompt": script_args.prompt}})
     output = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         generation.save_pretrained(output)
         if script_args.merge_adapter and model_args.use_peft:
-            merge_adapter(base, output, output / "merged", dtype=model_args.dtype or "float32")
+            merge_adapter(base, output, output / MERGED_DIR, dtype=model_args.dtype or "float32")
     return trainer

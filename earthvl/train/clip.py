@@ -1,6 +1,6 @@
 """Contrastive fine-tuning of CLIP on captioned remote-sensing images, as in the GAIA paper: `earthvl train clip`.
 
-`main(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
+`train_clip(script_args, training_args, model_args)` in TRL's style: data options here, `transformers.TrainingArguments`
 for training, `ClipModelArguments` for the model. Both towers train, no parameter is added, and the saved folder is
 a plain `CLIPModel` checkpoint with its processor.
 """
@@ -23,6 +23,7 @@ from earthvl.train.foundation import (
     DataArguments,
     EarthvlTraining,
     EpochCallback,
+    RunRecord,
     check_training,
     mix,
     run,
@@ -30,10 +31,10 @@ from earthvl.train.foundation import (
     short_name,
 )
 from earthvl.train.losses import contrastive_loss
+from earthvl.training_output import TEXT_FIT_FILE
 
 logger = logging.getLogger(__name__)
 
-TEXT_FIT_FILE = "text_fit.json"
 TEXT_FIT_ROWS = 2000
 """Rows per dataset whose captions are measured against the text tower's limit before training."""
 
@@ -134,9 +135,12 @@ class ClipTrainer(EarthvlTraining, Trainer):
         return loss.detach(), None, None
 
 
-def main(script_args: ClipScriptArguments, training_args: TrainingArguments, model_args: ClipModelArguments) -> ClipTrainer:
+def train_clip(
+    script_args: ClipScriptArguments, training_args: TrainingArguments, model_args: ClipModelArguments
+) -> ClipTrainer:
     """Fine-tune, then save the model and processor into `training_args.output_dir`; returns the trainer."""
     check_training(training_args)
+    record = RunRecord(model_args.model_name_or_path)
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns
     model, processor = load_clip(
@@ -152,6 +156,7 @@ def main(script_args: ClipScriptArguments, training_args: TrainingArguments, mod
         processor.image_processor, draft=script_args.jpeg_draft, max_pixels=script_args.max_pixels
     )
     sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
+    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
     fits = {}
     for spec, rows, transform in zip(script_args.datasets, sources, transforms):
         fits[short_name(spec)] = fit = chunker.report(caption_texts(rows, transform, TEXT_FIT_ROWS))
@@ -171,5 +176,5 @@ def main(script_args: ClipScriptArguments, training_args: TrainingArguments, mod
         callbacks=[EpochCallback(transforms)],
     )
     run(trainer, script_args.resume)
-    save_outputs(trainer, processor, {TEXT_FIT_FILE: fits})
+    save_outputs(trainer, processor, record, {TEXT_FIT_FILE: fits})
     return trainer

@@ -8,26 +8,36 @@ images counted and listed.
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 
+from earthvl import __version__
 from earthvl.atomic import check_writable
-from earthvl.data import load_split
+from earthvl.data import data_version, load_split
 from earthvl.errors import EarthvlError, check_positive
 from earthvl.images import DEFAULT_MAX_PIXELS
 from earthvl.train.checkpoints import AtomicCheckpoints, last_checkpoint
 from earthvl.train.progress import ThroughputLogging
 from earthvl.train.conversations import LENGTH_COLUMN
 from earthvl.train.sampling import LengthGrouping
+from earthvl.training_output import (
+    RUN_FILE,
+    SKIPPED_IMAGES_FILE,
+    TRAINER_STATE_FILE,
+    TRAINING_ARGS_FILE,
+    write_side_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,10 +207,47 @@ def run(trainer: Trainer, resume: bool) -> None:
     trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def save_outputs(trainer: Trainer, processor: Any, files: dict[str, Any] | None = None) -> None:
+@dataclass
+class RunRecord:
+    """What `run.json` records of a run: the base model, the datasets (their revision or fingerprint and row
+    counts), the device and the wall time from this record's creation (the start of the run) to the save."""
+
+    base_model: str
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    clock: float = field(default_factory=time.perf_counter)
+
+    def add_datasets(
+        self, specs: list[str], args: DataArguments, sources: list[Dataset], held_out: dict[str, Dataset] | None
+    ) -> None:
+        """One entry per dataset spec: where it is, which version, and the rows of each split the run read."""
+        for spec, rows in zip(specs, sources):
+            source, config = split_name(spec)
+            entry: dict[str, Any] = {"spec": spec, "source": source, "config": config, **data_version(source, config)}
+            entry["splits"] = {args.train_split: len(rows)}
+            if held_out is not None and args.eval_split:
+                entry["splits"][args.eval_split] = len(held_out[short_name(spec)])
+            self.datasets.append(entry)
+
+    def as_dict(self, args: TrainingArguments) -> dict[str, Any]:
+        device = args.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        return {
+            "base_model": self.base_model,
+            "datasets": self.datasets,
+            "device": name,
+            "processes": args.world_size,
+            "started": self.started.isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - self.clock, 1),
+            "earthvl": __version__,
+        }
+
+
+def save_outputs(trainer: Trainer, processor: Any, record: RunRecord, files: dict[str, Any] | None = None) -> None:
     """The model (or adapter), processor, settings as JSON, the trainer state (its log holds the run's time and
-    throughput, which model cards show), `files` (name -> JSON value) and the skipped rows, into output_dir;
-    safetensors only (the pickled `training_args.bin` is replaced by `training_args.json`)."""
+    throughput, which model cards show), `run.json` (from `record`), `files` (name -> JSON value) and the skipped
+    rows, into output_dir; safetensors only (the pickled `training_args.bin` is replaced by `training_args.json`).
+    The names are `earthvl.training_output`'s."""
     output = Path(trainer.args.output_dir)
     trainer.save_model(str(output))
     skipped = sorted(gather_object(trainer.skipped_images))
@@ -208,13 +255,13 @@ def save_outputs(trainer: Trainer, processor: Any, files: dict[str, Any] | None 
         return
     processor.save_pretrained(output)
     (output / TRAINING_ARGS_NAME).unlink(missing_ok=True)
-    (output / "training_args.json").write_text(trainer.args.to_json_string())
-    trainer.state.save_to_json(str(output / "trainer_state.json"))
-    for name, value in (files or {}).items():
-        (output / name).write_text(json.dumps(value, indent=2))
+    (output / TRAINING_ARGS_FILE).write_text(trainer.args.to_json_string())
+    trainer.state.save_to_json(str(output / TRAINER_STATE_FILE))
+    for name, value in {**(files or {}), RUN_FILE: record.as_dict(trainer.args)}.items():
+        write_side_file(output, name, value)
     if skipped:
-        (output / "skipped_images.json").write_text(json.dumps(skipped, indent=2))
-        logger.warning("%d rows were skipped for images that failed to decode: see %s", len(skipped), output / "skipped_images.json")
+        write_side_file(output, SKIPPED_IMAGES_FILE, skipped)
+        logger.warning("%d rows were skipped for images that failed to decode: see %s", len(skipped), output / SKIPPED_IMAGES_FILE)
 
 
 def report(trainer: Trainer, what: str) -> None:

@@ -25,11 +25,11 @@ from datasets import Dataset
 from earthvl.errors import EarthvlError
 from earthvl.train.conversations import LENGTH_COLUMN
 from earthvl.train.foundation import SKIPPED_IMAGES
+from earthvl.training_output import MEMORY_BUDGET_FILE, write_side_file
 
 logger = logging.getLogger(__name__)
 
 GIB = 2**30
-BUDGET_FILE = "memory_budget.json"
 ADAM_STATES = 2
 """Adam's state per trainable parameter (two moments), allocated at the first optimizer step, after the probe."""
 
@@ -159,7 +159,7 @@ class MemoryBudget:
 
     def _recorded_choice(self) -> dict[str, Any] | None:
         """A resumed run keeps the micro-batch its first run chose (same batches, same steps)."""
-        path = Path(self.args.output_dir) / BUDGET_FILE
+        path = Path(self.args.output_dir) / MEMORY_BUDGET_FILE
         if not (self._resuming and path.is_file()):
             return None
         choice = json.loads(path.read_text())
@@ -194,9 +194,7 @@ class MemoryBudget:
             ],
         }
         if self.is_world_process_zero():
-            output = Path(self.args.output_dir)
-            output.mkdir(parents=True, exist_ok=True)
-            (output / BUDGET_FILE).write_text(json.dumps(choice, indent=2))
+            write_side_file(self.args.output_dir, MEMORY_BUDGET_FILE, choice)
         return choice
 
     def _peak_bytes(self, rows: list[dict[str, Any]]) -> int | None:

@@ -1,6 +1,6 @@
 """Instruction-tune a LLaVA-style model on captioned remote-sensing data with TRL's `SFTTrainer` (QLoRA by default).
 
-`main(script_args, training_args, model_args)` in TRL's style: data options here, `trl.SFTConfig` for training,
+`train_vlm(script_args, training_args, model_args)` in TRL's style: data options here, `trl.SFTConfig` for training,
 `VlmModelArguments` (TRL's `ModelConfig` plus the projector switch) for the model.
 """
 
@@ -24,7 +24,6 @@ from earthvl.models.attention import use_varlen_attention
 from earthvl.models.loading import loading_options, lora_options
 from earthvl.models.vision import band_statistics
 from earthvl.models.vlm import (
-    VISION_FILE,
     apply_vision,
     load_vlm,
     lora_config,
@@ -38,6 +37,7 @@ from earthvl.train.foundation import (
     DataArguments,
     EarthvlTraining,
     EpochCallback,
+    RunRecord,
     check_training,
     load_sources,
     mix,
@@ -46,6 +46,7 @@ from earthvl.train.foundation import (
     short_name,
 )
 from earthvl.train.memory import MemoryBudget
+from earthvl.training_output import MERGED_DIR, VISION_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +234,11 @@ def base_model(model_args: VlmModelArguments) -> str:
     return str(assemble_vlm(resolve_model(model_args.vision_tower), resolve_model(model_args.language_model)))
 
 
-def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> VlmTrainer:
+def train_vlm(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: VlmModelArguments) -> VlmTrainer:
     """Train, save the adapter (or model) and processor into `training_args.output_dir`; returns the trainer."""
     check_training(training_args)
     base = base_model(model_args)
+    record = RunRecord(model_args.model_name_or_path or f"{model_args.vision_tower} + {model_args.language_model}")
     if training_args.chat_template_path:
         raise EarthvlError("give the chat template with --chat_template (checked to end every turn), not --chat_template_path")
     if training_args.remove_unused_columns:
@@ -267,6 +269,7 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
             script_args.datasets, script_args.eval_split, paraphrase=False, limit=script_args.max_eval_samples, **data
         )
         eval_dataset = {short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
+    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
     model, processor = load_vlm(base, **loading_options(model_args))
     use_chat_template(processor, training_chat_template(model, processor, script_args.chat_template))
     vision = vision_settings(model_args, sources[0], training_args.seed)
@@ -292,9 +295,9 @@ def main(script_args: VlmScriptArguments, training_args: SFTConfig, model_args: 
     )
     trainer.data_collator = VlmCollator(trainer.data_collator, vision, padding_free=training_args.padding_free)
     run(trainer, script_args.resume)
-    save_outputs(trainer, processor, {VISION_FILE: vision} if vision else None)
+    save_outputs(trainer, processor, record, {VISION_FILE: vision} if vision else None)
     if script_args.merge_adapter and model_args.use_peft and trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
-        merge_adapter(base, output, output / "merged", dtype=model_args.dtype or torch.bfloat16)
+        merge_adapter(base, output, output / MERGED_DIR, dtype=model_args.dtype or torch.bfloat16)
     return trainer
 
