@@ -146,6 +146,7 @@ CLIP_FILES = {
     "training_args.json",
     "trainer_state.json",
     "text_fit.json",
+    "run.json",
 }
 
 
@@ -190,7 +191,7 @@ def test_a_blip2_adapter_commit_leaves_merged_out_and_loads_with_peft(blip2_run,
     assert set(files) == {
         "README.md", "adapter_config.json", "adapter_model.safetensors", "captioning.json", "generation_config.json",
         "processor_config.json", "tokenizer.json", "tokenizer_config.json", "training_args.json", "trainer_state.json",
-        "eval/caption.json",
+        "run.json", "eval/caption.json",
     }  # fmt: skip
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "peft" and "earthvl" in card.data.tags
@@ -214,7 +215,7 @@ def test_merged_publishes_the_merged_model_in_place_of_the_adapter(blip2_run, mo
     files = sent(model_hub)
     assert set(files) == {
         "README.md", "config.json", "model.safetensors", "generation_config.json", "processor_config.json", "tokenizer.json",
-        "tokenizer_config.json", "captioning.json", "training_args.json", "trainer_state.json", "eval/caption.json",
+        "tokenizer_config.json", "captioning.json", "training_args.json", "trainer_state.json", "run.json", "eval/caption.json",
     }  # fmt: skip
     assert files["model.safetensors"] == (out / "merged" / "model.safetensors").read_bytes()
     card = ModelCard(files["README.md"].decode())

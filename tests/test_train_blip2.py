@@ -100,7 +100,8 @@ def test_base_plus_adapter_and_the_merged_model_caption_as_the_trained_model(cap
     trainer, out = trained
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         "README.md", "adapter_config.json", "adapter_model.safetensors", "captioning.json", "generation_config.json",
-        "processor_config.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json", "training_args.json",
+        "processor_config.json", "run.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json",
+        "training_args.json",
     ]
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["num_beams"] == 1 and generation["max_new_tokens"] == 60  # the tiny recipe's
