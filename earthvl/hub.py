@@ -18,7 +18,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from earthvl.cards.model import EVAL_DIR, eval_results, load_results, render_model_card
+from earthvl.cards.hub_metrics import eval_results
+from earthvl.cards.model import render_model_card
+from earthvl.cards.results_files import EVAL_DIR, load_results
 from earthvl.data import folder_configs
 from earthvl.dataset_folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError

@@ -25,7 +25,8 @@ from packaging.version import Version
 
 import earthvl
 from earthvl.atomic import staged_dir
-from earthvl.cards.model import display_name, is_hub_id, read_model_folder
+from earthvl.cards.model_folder import read_model_folder
+from earthvl.cards.naming import display_name, is_hub_id
 from earthvl.dataset_folder import CARD_FILE
 from earthvl.training_output import ADAPTER_CONFIG_FILE
 from earthvl.errors import EarthvlError
