@@ -1,9 +1,10 @@
-"""The whole job end to end: `earthvl quickstart`'s plan of steps, the runner that reuses finished steps, and the
-before/after summary.
+"""The whole job end to end: the runner of `earthvl quickstart`'s steps (its plan is `earthvl.quickstart_plan`),
+which reuses finished steps, and the before/after summary.
 
-Every step but the Space folder runs an `earthvl` subcommand in this process (the same scripts, options and
-messages as on the command line). A finished step leaves `DIR/.quickstart/<step>.json` holding its key: its command
-with DIR written as `{out}` (so a moved folder is still reused) and the records of the steps whose outputs it reads.
+Every step but the Space folder runs an `earthvl` subcommand through the command the runner is given (the
+quickstart script runs them in this process, with the same scripts, options and messages as on the command line).
+A finished step leaves `DIR/.quickstart/<step>.json` holding its key: its command with DIR written as `{out}` (so a
+moved folder is still reused) and the records of the steps whose outputs it reads.
 A re-run reuses a step whose key is unchanged and whose outputs are all there, and redoes it - and with it every step
 that reads it - otherwise.
 """
@@ -73,19 +74,11 @@ class Evaluation:
     """Results files, relative to the quickstart folder."""
 
 
-def run_command(argv: list[str]) -> None:
-    """Run one `earthvl` subcommand in this process; an EarthvlError if it fails (its message is already printed)."""
-    from earthvl.cli import main
-
-    status = main(argv)
-    if status:
-        raise EarthvlError(f"`earthvl {' '.join(argv)}` failed (exit status {status})")
-
-
 class StepRunner:
-    """Runs a plan in order, reusing steps finished by an earlier run with the same key."""
+    """Runs a plan in order, reusing steps finished by an earlier run with the same key; `command` runs one step's
+    `earthvl` arguments (the quickstart script gives the CLI's)."""
 
-    def __init__(self, out: Path, *, force: bool = False, command: Callable[[list[str]], None] = run_command) -> None:
+    def __init__(self, out: Path, command: Callable[[list[str]], None], *, force: bool = False) -> None:
         self.out, self.force, self.command = out, force, command
         self.records: dict[str, dict[str, Any]] = {}
         self.state = out / STATE_DIR

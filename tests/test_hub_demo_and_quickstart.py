@@ -15,7 +15,7 @@ from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, 
 from earthvl.models.vlm import load_vlm, training_chat_template
 from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.recipes import recipe_path
-from earthvl.scripts.quickstart import QuickstartArguments, plan
+from earthvl.quickstart_plan import QuickstartArguments, plan
 from earthvl.space.app import DemoApp, DemoSettings
 from earthvl.space.gallery import make_gallery, read_gallery
 from hub_models import BLIP2, CLIP_B32, LLAVA, hub_id

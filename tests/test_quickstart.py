@@ -12,7 +12,7 @@ from earthvl.cli import COMMANDS, main
 from earthvl.errors import EarthvlError
 from earthvl.quickstart import STATE_DIR, SUMMARY_METRICS, Step, StepRunner, format_table
 from earthvl.recipes import recipe_path
-from earthvl.scripts.quickstart import QuickstartArguments, plan
+from earthvl.quickstart_plan import QuickstartArguments, plan
 
 SMALL = ["--tiles", "24", "--gaia_images", "100"]
 
@@ -122,30 +122,30 @@ class FakeCommand:
 
 def test_a_redone_step_redoes_the_steps_that_read_it_and_nothing_else(tmp_path, capsys):
     command = FakeCommand()
-    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "ran"}
-    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "reused", "b": "reused", "c": "reused"}
+    assert StepRunner(tmp_path, command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert StepRunner(tmp_path, command).run(_fake_steps()) == {"a": "reused", "b": "reused", "c": "reused"}
     (tmp_path / "a.txt").unlink()  # an output gone: redo it, and what reads it
-    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "reused"}
+    assert StepRunner(tmp_path, command).run(_fake_steps()) == {"a": "ran", "b": "ran", "c": "reused"}
     changed = _fake_steps()
     changed[2].command.append("--new-option")  # another command: redo only that step
-    assert StepRunner(tmp_path, command=command).run(changed) == {"a": "reused", "b": "reused", "c": "ran"}
-    assert StepRunner(tmp_path, command=command, force=True).run(changed) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert StepRunner(tmp_path, command).run(changed) == {"a": "reused", "b": "reused", "c": "ran"}
+    assert StepRunner(tmp_path, command, force=True).run(changed) == {"a": "ran", "b": "ran", "c": "ran"}
     assert "[2/3] reads a" in capsys.readouterr().out
 
 
 def test_a_failed_step_leaves_no_record_and_is_redone(tmp_path):
     with pytest.raises(EarthvlError, match="b failed"):
-        StepRunner(tmp_path, command=FakeCommand(fail="b")).run(_fake_steps())
+        StepRunner(tmp_path, FakeCommand(fail="b")).run(_fake_steps())
     assert sorted(p.name for p in (tmp_path / STATE_DIR).iterdir()) == ["a.json"]
     command = FakeCommand()
-    assert StepRunner(tmp_path, command=command).run(_fake_steps()) == {"a": "reused", "b": "ran", "c": "ran"}
+    assert StepRunner(tmp_path, command).run(_fake_steps()) == {"a": "reused", "b": "ran", "c": "ran"}
 
 
 def test_a_moved_folder_is_still_reused(tmp_path):
     (tmp_path / "one").mkdir()
-    StepRunner(tmp_path / "one", command=FakeCommand()).run(_fake_steps()[:1])
+    StepRunner(tmp_path / "one", FakeCommand()).run(_fake_steps()[:1])
     (tmp_path / "one").rename(tmp_path / "two")
-    assert StepRunner(tmp_path / "two", command=FakeCommand()).run(_fake_steps()[:1]) == {"a": "reused"}
+    assert StepRunner(tmp_path / "two", FakeCommand()).run(_fake_steps()[:1]) == {"a": "reused"}
 
 
 def _parses(argv: list[str]) -> None:
