@@ -129,7 +129,7 @@ def train_blip2(
     limit = caption_limit(model, processor, script_args.prompt, script_args.max_caption_tokens)
     pixels = PixelTransform.from_processor(processor.image_processor, max_pixels=script_args.max_pixels)
     sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
-    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
+    record.add_datasets(script_args, sources, eval_dataset)
     for spec, rows, transform in zip(script_args.datasets, sources, transforms):
         texts = caption_texts(rows, transform, CAPTION_FIT_ROWS)
         lengths = [len(ids) + 1 for ids in processor.tokenizer(texts, add_special_tokens=False)["input_ids"]]

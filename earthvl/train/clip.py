@@ -156,7 +156,7 @@ def train_clip(
         processor.image_processor, draft=script_args.jpeg_draft, max_pixels=script_args.max_pixels
     )
     sources, transforms, eval_dataset = caption_datasets(script_args, pixels, training_args.seed)
-    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
+    record.add_datasets(script_args, sources, eval_dataset)
     fits = {}
     for spec, rows, transform in zip(script_args.datasets, sources, transforms):
         fits[short_name(spec)] = fit = chunker.report(caption_texts(rows, transform, TEXT_FIT_ROWS))

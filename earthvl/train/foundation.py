@@ -217,11 +217,9 @@ class RunRecord:
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     clock: float = field(default_factory=time.perf_counter)
 
-    def add_datasets(
-        self, specs: list[str], args: DataArguments, sources: list[Dataset], held_out: dict[str, Dataset] | None
-    ) -> None:
-        """One entry per dataset spec: where it is, which version, and the rows of each split the run read."""
-        for spec, rows in zip(specs, sources):
+    def add_datasets(self, args: DataArguments, sources: list[Dataset], held_out: dict[str, Dataset] | None) -> None:
+        """One entry per dataset of `args`: where it is, which version, and the rows of each split the run read."""
+        for spec, rows in zip(args.datasets, sources):
             source, config = split_name(spec)
             entry: dict[str, Any] = {"spec": spec, "source": source, "config": config, **data_version(source, config)}
             entry["splits"] = {args.train_split: len(rows)}

@@ -269,7 +269,7 @@ def train_vlm(script_args: VlmScriptArguments, training_args: SFTConfig, model_a
             script_args.datasets, script_args.eval_split, paraphrase=False, limit=script_args.max_eval_samples, **data
         )
         eval_dataset = {short_name(spec): rows for spec, rows in zip(script_args.datasets, held_out)}
-    record.add_datasets(script_args.datasets, script_args, sources, eval_dataset)
+    record.add_datasets(script_args, sources, eval_dataset)
     model, processor = load_vlm(base, **loading_options(model_args))
     use_chat_template(processor, training_chat_template(model, processor, script_args.chat_template))
     vision = vision_settings(model_args, sources[0], training_args.seed)
