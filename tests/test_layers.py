@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "earthvl.recipes",
             "earthvl.dataset_folder",
             "earthvl.eval_results",
+            "earthvl.training_output",
         ),
     ),
     (
@@ -64,7 +65,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("training and evaluation", ("earthvl.train", "earthvl.eval")),
     ("publishing: model cards, the Hub, the Space", ("earthvl.cards", "earthvl.hub", "earthvl.space")),
-    ("entry points", ("earthvl.scripts", "earthvl.cli", "earthvl.__main__", "earthvl.quickstart")),
+    ("entry points", ("earthvl.scripts", "earthvl.cli", "earthvl.__main__", "earthvl.quickstart", "earthvl.quickstart_plan")),
 )
 """(layer, module names or packages), lowest layer first."""
 
