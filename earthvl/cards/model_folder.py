@@ -7,24 +7,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from earthvl.cards.families import FAMILIES, MODEL_TYPES
-from earthvl.training_output import ADAPTER_CONFIG_FILE, CONFIG_FILE, read_training_output
+from earthvl.training_output import ADAPTER_CONFIG_FILE, CONFIG_FILE, TrainingOutput, read_training_output
 
 
 @dataclass
-class ModelFolder:
+class ModelFolder(TrainingOutput):
     """What a trained model folder says about the model (the parts a card shows)."""
 
-    path: Path
-    family: str | None
-    adapter: bool
-    base_model: str | None
-    """The base an adapter names."""
-    files: dict[str, Any]
-    """The JSON side files (training_args.json, adapter_config.json, captioning.json, ...) by name."""
-    state: dict[str, Any] | None
-    """`trainer_state.json` of the folder, else of its newest checkpoint."""
-    run: dict[str, Any]
-    """`run.json`: the datasets (revisions, rows), the base model, device and wall time ({} in older folders)."""
+    family: str | None = None
+    """From the model's config, else from the base class the adapter names; None if neither says."""
 
 
 def _family(files: Mapping[str, Any]) -> str | None:
@@ -39,12 +30,4 @@ def read_model_folder(folder: str | Path, *, merged: bool = False) -> ModelFolde
     """A trained model folder (full model or PEFT adapter, see `earthvl.training_output`), with `merged/` as the
     model when `merged`; an error naming what is missing otherwise."""
     output = read_training_output(folder, merged=merged)
-    return ModelFolder(
-        path=output.path,
-        family=_family(output.files),
-        adapter=output.adapter,
-        base_model=output.base_model,
-        files=output.files,
-        state=output.state,
-        run=output.run,
-    )
+    return ModelFolder(output.path, output.files, output.state, output.merged, family=_family(output.files))

@@ -38,6 +38,7 @@ RECIPE_SOURCES = (TRAINING_ARGS_FILE, ADAPTER_CONFIG_FILE, CAPTIONING_FILE, GENE
 
 
 def usage(family: str | None, adapter: bool, model_id: str, base: str | None, vision: bool) -> str:
+    """How to load the model: plain `from_pretrained`, `PeftModel` on its base, or earthvl's `load_adapter`."""
     if family is None:
         return f"The model family is not recorded; `{model_id}` loads with the transformers class of its config."
     model_class, processor_class = FAMILIES[family].model_class, FAMILIES[family].processor_class
@@ -74,6 +75,7 @@ def usage(family: str | None, adapter: bool, model_id: str, base: str | None, vi
 
 
 def summary(family: str | None, adapter: bool, merged: bool, base: str | None) -> str:
+    """What the model is (adapter, merged or full weights), its base and family."""
     name = FAMILIES[family].name if family else "vision-language"
     trained = "fine-tuned with earthvl on remote-sensing image-text data"
     if adapter:
@@ -90,6 +92,7 @@ def summary(family: str | None, adapter: bool, merged: bool, base: str | None) -
 
 
 def training_data(folder: ModelFolder | None, datasets: Sequence[str]) -> str:
+    """The datasets, how captions fit the text tower, skipped rows, and each dataset's version and rows read."""
     lines = []
     for spec in datasets:
         hub = spec.split(":")[0]
@@ -136,6 +139,7 @@ def _data_version(entry: Mapping[str, Any]) -> str:
 
 
 def recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str]) -> str:
+    """The run's settings read back from the output folder, as an `earthvl train --config` recipe."""
     if folder is None:
         return "Not recorded: the card was rendered without the training output folder (`earthvl card --model_dir`)."
     files, recipe = folder.files, {}
@@ -180,6 +184,7 @@ def _duration(seconds: float) -> str:
 
 
 def hardware(folder: ModelFolder | None) -> str:
+    """Device, precision, training time, throughput and the wall time of the run."""
     if folder is None:
         return "Not recorded: the card was rendered without the training output folder."
     args = folder.files.get(TRAINING_ARGS_FILE) or {}
@@ -220,6 +225,7 @@ def _percent(value: float | None) -> str:
 
 
 def evaluation(r: Results, model_id: str, base: str | None) -> dict[str, str]:
+    """One results file as the template's evaluation entry: heading, details, table, notes and the command."""
     data, dataset = r.data, r.data["dataset"]
     where = ", ".join(str(p) for p in (dataset.get("config"), dataset["split"]) if p)
     details = [f"`{dataset['id']}` ({where})"]
