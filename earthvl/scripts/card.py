@@ -47,7 +47,7 @@ class CardArguments:
     )
     datasets: list[str] | None = field(
         default=None,
-        metadata={"help": "Training datasets, Hub ids optionally with :CONFIG (the run does not record them)."},
+        metadata={"help": "Training datasets, Hub ids optionally with :CONFIG (default: those MODEL_DIR/run.json records)."},
     )
     license: str | None = field(default=None, metadata={"help": "License id for the metadata, e.g. mit or apache-2.0."})
     merged: bool = field(
