@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from earthvl.builders.download import FetchPolicy
+from earthvl.builders.download.policy import FetchPolicy
 
 SLOW = 1.0
 """How long a "slow" answer waits; tests that use it set a shorter client timeout."""

@@ -1,4 +1,4 @@
-"""earthvl.builders.download against a local HTTP server that misbehaves on purpose."""
+"""earthvl.builders.download (crawler, files, Zenodo) against a local HTTP server that misbehaves on purpose."""
 
 import _thread
 import email.utils
@@ -17,15 +17,11 @@ from collections import Counter
 import pytest
 
 from earthvl import __version__
-from earthvl.builders.download import (
-    MANIFEST,
-    FetchPolicy,
-    RemoteFile,
-    download_file,
-    download_zenodo_record,
-    fetch_all,
-    zenodo_files,
-)
+from earthvl.builders.download.crawler import fetch_all
+from earthvl.builders.download.files import download_file
+from earthvl.builders.download.manifest import MANIFEST
+from earthvl.builders.download.policy import FetchPolicy
+from earthvl.builders.download.zenodo import RemoteFile, download_zenodo_record, zenodo_files
 from earthvl.errors import EarthvlError
 from fake_http import LOOPBACK, closed_port, fast
 
@@ -427,7 +423,8 @@ def test_fetch_all_honours_an_opt_out_on_a_redirect(server, tmp_path):
 
 FETCH_SCRIPT = """
 import json, sys
-from earthvl.builders.download import FetchPolicy, fetch_all
+from earthvl.builders.download.crawler import fetch_all
+from earthvl.builders.download.policy import FetchPolicy
 fetch_all(json.loads(sys.argv[1]), sys.argv[2], FetchPolicy(max_per_host=1, max_workers=1, allow_networks=("127.0.0.0/8",)), progress=False)
 """
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.card import dataset_card
 from earthvl.builders.chatearthnet.features import BAND_COLUMNS, CONFIGS, DEFAULT_CONFIG, EXTRA_GROUPS, features_for
-from earthvl.builders.download import ZENODO_API, download_zenodo_record
+from earthvl.builders.download.zenodo import ZENODO_API, download_zenodo_record
 from earthvl.builders.folder import (
     CARD_FILE,
     DATA_DIR,
