@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 
 import pytest
+import trustme
 
 from earthvl import __version__
 from earthvl.builders.download.crawler import fetch_all
@@ -310,6 +312,42 @@ def test_fetch_all_gives_each_request_a_total_deadline(server, tmp_path):
     assert (result.status, result.attempts) == ("failed", 1)
     assert "no complete answer within deadline=0.6 s" in result.error
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST]
+
+
+@pytest.fixture
+def tls(server, tmp_path, monkeypatch):
+    """The server speaks HTTPS with a certificate of a test CA; the client trusts that CA alone (SSL_CERT_FILE)."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.use_tls(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    return server
+
+
+def test_fetch_all_over_tls_checks_the_certificate(tls, tmp_path, monkeypatch):
+    body = payload(20_000)
+    url = tls.add("/secure", body=body)
+    assert url.startswith("https://")
+    (result,) = fetch_all([("secure", url)], tmp_path / "trusted", fast(), progress=False).values()
+    assert (result.status, result.sha256) == ("ok", hashlib.sha256(body).hexdigest())
+
+    monkeypatch.delenv("SSL_CERT_FILE")  # the public CAs do not know the test CA
+    (result,) = fetch_all([("secure", url)], tmp_path / "untrusted", fast(), progress=False).values()
+    assert (result.status, result.attempts) == ("failed", 1)  # not worth retrying
+    assert "CERTIFICATE_VERIFY_FAILED" in result.error
+    assert tls.hits["/secure"] == 1
+
+
+def test_the_deadline_shuts_a_stalled_tls_connection(tls, tmp_path):
+    url = tls.add("/stall", body=b"xy", trickle=3.0)  # the second byte comes 3 s after the first
+    start = time.monotonic()
+    (result,) = fetch_all([("stall", url)], tmp_path, fast(deadline=0.6), progress=False).values()
+
+    assert time.monotonic() - start < 2  # the read was cut at the deadline: the TLS socket is watched too
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert "no complete answer within deadline=0.6 s" in result.error
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ network unreachable), which callers report at once instead of retrying for minut
 from __future__ import annotations
 
 import functools
+import os
 import re
 import ssl
 import threading
@@ -21,14 +22,14 @@ import httpx
 
 from earthvl.builders.download.guard import Guard
 from earthvl.builders.download.policy import FetchPolicy
-from earthvl.builders.download.problem import Problem, describe
+from earthvl.builders.download.problem import Problem, cause, describe
 from earthvl.builders.download.retry import retry_after
 
 MAX_REDIRECTS = 10
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 """Characters left as they are when a URL is re-quoted: the reserved ones and `%` of existing escapes."""
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", re.IGNORECASE | re.ASCII)
-TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, OSError)
+TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
 """What sending a request or reading an answer raises when the connection or the answer goes wrong."""
 
 
@@ -66,8 +67,14 @@ def _requote(url: str) -> str:
     return urlunsplit(parts._replace(path=quote(parts.path, _URL_SAFE), query=quote(parts.query, _URL_SAFE)))
 
 
-@functools.cache
 def _ssl_context() -> ssl.SSLContext:
+    """httpx's TLS settings: certifi's CAs, or those `SSL_CERT_FILE` or `SSL_CERT_DIR` name."""
+    return _ssl_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """Made once per setting of the environment (loading the CAs takes a while), which httpx reads itself."""
     return httpx.create_ssl_context()
 
 
@@ -133,8 +140,8 @@ def _send_problem(error: Exception, guard: Guard) -> Problem:
         return guard.past_deadline()
     if isinstance(error, httpx.InvalidURL):  # what httpx cannot put in a request
         return Problem(f"invalid URL{guard.where()} ({error})", retry=False)
-    if isinstance(error.__cause__, ssl.SSLCertVerificationError):
-        return Problem(f"{describe(error.__cause__)}{guard.where()}", retry=False)
+    if isinstance(cause(error), ssl.SSLCertVerificationError):
+        return Problem(f"{describe(cause(error))}{guard.where()}", retry=False)
     if isinstance(error, httpcore.RemoteProtocolError) and "Content-Length" in str(error):
         return Problem(f"malformed Content-Length {guard.header('Content-Length')!r}", retry=False)
     return Problem(f"{describe(error)}{guard.where()}", retry=True)
@@ -196,9 +203,10 @@ def request(
     their address; `on_redirect` sees each redirect before it is followed and may raise to stop there."""
     guard = Guard(policy, host(url), trusted=trusted)
     # Bodies are kept as sent (identity): sizes, ranges and hashes are those of the bytes the server stores.
-    headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity", **(headers or {})}
+    headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity", "Connection": "close", **(headers or {})}
+    transport = _Transport(guard)
     try:
-        with httpx.Client(transport=_Transport(guard), headers=headers, timeout=policy.timeout, trust_env=False) as client:
+        with httpx.Client(transport=transport, headers=headers, timeout=policy.timeout, trust_env=False) as client:
             response = _follow(client, guard, url, accept, on_redirect)
             try:
                 yield response, guard

@@ -143,7 +143,8 @@ def _fetch_once(
                 return "opted_out", None, None, status
             length = content_length(response)
             if length is not None and length > policy.max_bytes:
-                raise Problem(f"{length} bytes is more than max_bytes={policy.max_bytes}", retry=False, http_status=status)
+                reason = f"{length} bytes is more than max_bytes={policy.max_bytes}"
+                raise Problem(reason, retry=False, http_status=status)
             name = key + _extension(response.headers.get("Content-Type"), url)
             part = dest / f"{name}.part"
             sha256 = hashlib.sha256()

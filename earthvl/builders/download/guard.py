@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import httpcore
 
 from earthvl.builders.download.policy import FetchPolicy
-from earthvl.builders.download.problem import Problem, describe
+from earthvl.builders.download.problem import Problem, cause, describe
 
 _ADDRESS_KINDS = (
     ("is_unspecified", "unspecified"),
@@ -25,7 +25,7 @@ _ADDRESS_KINDS = (
     ("is_multicast", "multicast"),
     ("is_private", "private"),
 )
-_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 _HEAD_BYTES = 2**16
 """How much of an answer's start is kept to name a malformed header that the HTTP parser refused."""
 
@@ -146,7 +146,8 @@ class Guard(httpcore.SyncBackend):
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except UnicodeError as err:  # a label longer than 63 characters
-            raise Problem(f"invalid host name {host[:60]!r}{'...' if len(host) > 60 else ''} ({err})", retry=False) from None
+            name = host if len(host) <= 60 else host[:60] + "..."
+            raise Problem(f"invalid host name {name!r} ({err})", retry=False) from None
         except OSError as err:
             raise Problem(f"cannot reach {self.host} ({describe(err)})", retry=True, unreachable=True) from None
         if host.lower() not in self._trusted and host.lower() != self._proxy:
@@ -157,12 +158,12 @@ class Guard(httpcore.SyncBackend):
             try:
                 stream = super().connect_tcp(sockaddr[0], port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
-                error = err.__cause__ or err
+                error = cause(err)
                 continue
             self.watch(stream.get_extra_info("socket"))
             return _Watched(stream, self)
         assert error is not None  # getaddrinfo answers with at least one address or raises
-        if isinstance(error, (ConnectionRefusedError, TimeoutError)) or getattr(error, "errno", None) in _UNREACHABLE_ERRNOS:
+        if isinstance(error, (ConnectionRefusedError, TimeoutError)) or getattr(error, "errno", 0) in _UNREACHABLE:
             raise Problem(f"cannot reach {self.host} ({describe(error)})", retry=True, unreachable=True) from None
         raise Problem(f"{describe(error)}{self.where()}", retry=True) from None
 

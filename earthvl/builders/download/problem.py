@@ -30,3 +30,8 @@ def describe(error: BaseException) -> str:
     if isinstance(error, (TimeoutError, httpcore.TimeoutException)):
         return "timed out"
     return str(error) or type(error).__name__
+
+
+def cause(error: BaseException) -> BaseException:
+    """The error that an httpcore error wraps (the OSError or SSLError of the socket), else `error` itself."""
+    return error.__cause__ or error.__context__ or error

@@ -104,7 +104,11 @@ class Persistence:
 
 
 def retrying(
-    url: str, policy: FetchPolicy, attempt: Callable[[], _T], progressed: Callable[[], bool] = lambda: False, hint: str = ""
+    url: str,
+    policy: FetchPolicy,
+    attempt: Callable[[], _T],
+    progressed: Callable[[], bool] = lambda: False,
+    hint: str = "",
 ) -> _T:
     """Call `attempt` until it succeeds, sleeping with backoff between retryable failures (see `Persistence`).
 
