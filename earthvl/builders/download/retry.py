@@ -43,8 +43,9 @@ def retry_after(value: str | None) -> float | None:
 
 class Persistence:
     """How attempts at one request go on: retryable `Problem`s are tried again up to `policy.retries` failures in
-    a row (a run of failures restarts whenever `progressed()`); an unreachable host is given up at once, or, with
-    `retry_unreachable`, only if no answer came before. `stop` ends the waiting and the retrying."""
+    a row (a run of failures restarts whenever `progressed()`). An unreachable host is given up at once, unless
+    `retry_unreachable` and an earlier attempt got an answer (a host that served part of a file may be back soon).
+    `stop` ends the waiting and the retrying."""
 
     def __init__(
         self,
