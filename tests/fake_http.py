@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from earthvl.builders.download import FetchPolicy
+from earthvl.builders.download.policy import FetchPolicy
 
 SLOW = 1.0
 """How long a "slow" answer waits; tests that use it set a shorter client timeout."""
@@ -50,9 +50,15 @@ class FakeServer:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
+        self.scheme = "http"
+
+    def use_tls(self, context):
+        """Speak HTTPS from now on, with the certificate of the server-side SSLContext `context`."""
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https"
 
     def url(self, path, host="127.0.0.1"):
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def add(self, path, host="127.0.0.1", **route):
         self.routes[path] = Route(**route)

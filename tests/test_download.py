@@ -1,4 +1,4 @@
-"""earthvl.builders.download against a local HTTP server that misbehaves on purpose."""
+"""earthvl.builders.download (crawler, files, Zenodo) against a local HTTP server that misbehaves on purpose."""
 
 import _thread
 import email.utils
@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,17 +16,14 @@ import time
 from collections import Counter
 
 import pytest
+import trustme
 
 from earthvl import __version__
-from earthvl.builders.download import (
-    MANIFEST,
-    FetchPolicy,
-    RemoteFile,
-    download_file,
-    download_zenodo_record,
-    fetch_all,
-    zenodo_files,
-)
+from earthvl.builders.download.crawler import fetch_all
+from earthvl.builders.download.files import download_file
+from earthvl.builders.download.manifest import MANIFEST
+from earthvl.builders.download.policy import FetchPolicy
+from earthvl.builders.download.zenodo import RemoteFile, download_zenodo_record, zenodo_files
 from earthvl.errors import EarthvlError
 from fake_http import LOOPBACK, closed_port, fast
 
@@ -317,6 +315,42 @@ def test_fetch_all_gives_each_request_a_total_deadline(server, tmp_path):
 
 
 @pytest.fixture
+def tls(server, tmp_path, monkeypatch):
+    """The server speaks HTTPS with a certificate of a test CA; the client trusts that CA alone (SSL_CERT_FILE)."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.use_tls(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    return server
+
+
+def test_fetch_all_over_tls_checks_the_certificate(tls, tmp_path, monkeypatch):
+    body = payload(20_000)
+    url = tls.add("/secure", body=body)
+    assert url.startswith("https://")
+    (result,) = fetch_all([("secure", url)], tmp_path / "trusted", fast(), progress=False).values()
+    assert (result.status, result.sha256) == ("ok", hashlib.sha256(body).hexdigest())
+
+    monkeypatch.delenv("SSL_CERT_FILE")  # the public CAs do not know the test CA
+    (result,) = fetch_all([("secure", url)], tmp_path / "untrusted", fast(), progress=False).values()
+    assert (result.status, result.attempts) == ("failed", 1)  # not worth retrying
+    assert "CERTIFICATE_VERIFY_FAILED" in result.error
+    assert tls.hits["/secure"] == 1
+
+
+def test_the_deadline_shuts_a_stalled_tls_connection(tls, tmp_path):
+    url = tls.add("/stall", body=b"xy", trickle=3.0)  # the second byte comes 3 s after the first
+    start = time.monotonic()
+    (result,) = fetch_all([("stall", url)], tmp_path, fast(deadline=0.6), progress=False).values()
+
+    assert time.monotonic() - start < 2  # the read was cut at the deadline: the TLS socket is watched too
+    assert (result.status, result.attempts) == ("failed", 1)
+    assert "no complete answer within deadline=0.6 s" in result.error
+
+
+@pytest.fixture
 def connections(monkeypatch):
     """Every address a socket of this process connects to. Only loopback is really connected: anything else fails
     here, so that no packet leaves the machine even when a check is missing."""
@@ -427,7 +461,8 @@ def test_fetch_all_honours_an_opt_out_on_a_redirect(server, tmp_path):
 
 FETCH_SCRIPT = """
 import json, sys
-from earthvl.builders.download import FetchPolicy, fetch_all
+from earthvl.builders.download.crawler import fetch_all
+from earthvl.builders.download.policy import FetchPolicy
 fetch_all(json.loads(sys.argv[1]), sys.argv[2], FetchPolicy(max_per_host=1, max_workers=1, allow_networks=("127.0.0.0/8",)), progress=False)
 """
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from earthvl.builders.download import FetchPolicy
+from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.folder import report_summary
 from earthvl.builders.gaia.build import CONFIGS, IMAGE_SOURCES, build_gaia
 from earthvl.errors import check_positive

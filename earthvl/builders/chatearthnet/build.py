@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.card import dataset_card
 from earthvl.builders.chatearthnet.features import BAND_COLUMNS, CONFIGS, DEFAULT_CONFIG, EXTRA_GROUPS, features_for
-from earthvl.builders.download import ZENODO_API, download_zenodo_record
+from earthvl.builders.download.zenodo import ZENODO_API, download_zenodo_record
 from earthvl.builders.folder import (
     MAX_SHARD_BYTES,
     BuildReport,
@@ -436,11 +436,11 @@ def _write_chunk(source: _TreeSource | _ZipSource, chunk: _Chunk) -> _ChunkResul
     """Read, check and write one chunk: each RGB row feeds the RGB-only config, and with its extra bands the
     multispectral one of the same caption source."""
     writers = {
-        config: ShardWriter(chunk.folder / DATA_DIR / config, chunk.split, features_for(CONFIGS[config][1]), chunk.max_bytes, chunk.part)
+        config: ShardWriter(chunk.folder / DATA_DIR / config, chunk.split, features_for(CONFIGS[config].multispectral), chunk.max_bytes, chunk.part)
         for config in chunk.configs
     }
-    rgb_configs = [c for c in chunk.configs if not CONFIGS[c][1]]
-    ms_configs = [c for c in chunk.configs if CONFIGS[c][1]]
+    rgb_configs = [c for c in chunk.configs if not CONFIGS[c].multispectral]
+    ms_configs = [c for c in chunk.configs if CONFIGS[c].multispectral]
     json_file = layout.json_path(chunk.caption_source, chunk.split)
     skipped = []
     for index, record in enumerate(chunk.records, start=chunk.start):
@@ -552,7 +552,7 @@ def _build_split(
                 report.skip(skipped_configs, where, reason)
             bar.update(len(chunk.records))
     for config in configs:
-        name_shards(folder / DATA_DIR / config, split, features_for(CONFIGS[config][1]), shards[config])
+        name_shards(folder / DATA_DIR / config, split, features_for(CONFIGS[config].multispectral), shards[config])
         report.rows.setdefault(config, {})[split] = rows[config]
     return len(records)
 
@@ -575,8 +575,8 @@ def _build_into(
     options: Mapping[str, Any],
 ) -> BuildReport:
     report = BuildReport(str(writer.source.root), writer.source.kind)
-    for caption_source in dict.fromkeys(CONFIGS[c][0] for c in configs):
-        chosen = [c for c in configs if CONFIGS[c][0] == caption_source]
+    for caption_source in dict.fromkeys(CONFIGS[c].captions for c in configs):
+        chosen = [c for c in configs if CONFIGS[c].captions == caption_source]
         counts, seen = {}, {}
         for split in splits:
             for config in chosen:
@@ -618,7 +618,7 @@ def build_chatearthnet(
     if num_proc is not None and num_proc < 1:
         raise EarthvlError(f"num_proc must be at least 1, got {num_proc}")
     check_output(out, "ChatEarthNet")  # before any download
-    groups = ["rgb", *(EXTRA_GROUPS if any(CONFIGS[c][1] for c in config_list) else ())]
+    groups = ["rgb", *(EXTRA_GROUPS if any(CONFIGS[c].multispectral for c in config_list) else ())]
     source = open_source(fetch_zenodo_source(str(source), groups, download_dir, progress) or Path(source), groups)
     writer = _ChunkWriter(source, groups, num_proc or default_num_proc())
     options = {"max_bytes": max_shard_bytes, "progress": progress}

@@ -60,12 +60,12 @@ Data: CC-BY-4.0 (upstream code: Apache-2.0). Cite ChatEarthNet (Yuan et al., ESS
 def dataset_card(folder: Path, report: BuildReport, configs: Sequence[str], splits: Sequence[str]) -> DatasetCard:
     """The card: YAML configs pointing at the shards, license, row counts, columns, caption statistics, figures."""
     by_source: dict[str, str] = {}
-    for config in sorted(configs, key=lambda c: CONFIGS[c][1]):  # the RGB-only config where both were built
-        by_source.setdefault(CONFIGS[config][0], config)
+    for config in sorted(configs, key=lambda c: CONFIGS[c].multispectral):  # the RGB-only config where both were built
+        by_source.setdefault(CONFIGS[config].captions, config)
     tables = {source: read_columns(folder, config, ["caption", "lat", "lon"], splits) for source, config in by_source.items()}
     texts = {source: [t for table in split_tables.values() for t in table.column("caption").to_pylist()] for source, split_tables in tables.items()}
     first = configs[0]
-    located = tables[CONFIGS[first][0]]
+    located = tables[CONFIGS[first].captions]
     grid = first_images(folder, first, splits[0])
     data = DatasetCardData(
         license=layout.LICENSE,

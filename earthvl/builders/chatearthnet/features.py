@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 from datasets import Features, Image, Value
@@ -12,13 +12,23 @@ from PIL import Image as PILImage
 from earthvl.builders.chatearthnet import layout
 from earthvl.errors import EarthvlError
 
-CONFIGS: dict[str, tuple[str, bool]] = {
-    "gpt35": ("gpt35", False),
-    "gpt4v": ("gpt4v", False),
-    "gpt35-multispectral": ("gpt35", True),
-    "gpt4v-multispectral": ("gpt4v", True),
+
+class Config(NamedTuple):
+    """What one config of a ChatEarthNet build holds."""
+
+    captions: str
+    """The caption source (`layout.CAPTION_SOURCES`): which caption JSONs the rows come from."""
+    multispectral: bool
+    """Whether the rows carry the six extra band groups besides the RGB image."""
+
+
+CONFIGS: dict[str, Config] = {
+    "gpt35": Config("gpt35", multispectral=False),
+    "gpt4v": Config("gpt4v", multispectral=False),
+    "gpt35-multispectral": Config("gpt35", multispectral=True),
+    "gpt4v-multispectral": Config("gpt4v", multispectral=True),
 }
-"""Config name -> (caption source, with the six extra bands)."""
+"""Config name -> what it holds."""
 DEFAULT_CONFIG = "gpt35"
 BAND_COLUMNS: dict[str, str] = {group: "image" if group == "rgb" else group for group in layout.BAND_GROUPS}
 """Band group -> its Image column; iterating it yields the groups in `layout.BANDS` order."""

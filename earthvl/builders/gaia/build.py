@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping
 from datasets import Features, Image, List, Value
 from tqdm.auto import tqdm
 
-from earthvl.builders.download import FetchPolicy, fetch_all, key_problem
+from earthvl.builders.download.crawler import fetch_all, key_problem
+from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.folder import (
     MAX_SHARD_BYTES,
     BuildReport,
