@@ -71,8 +71,11 @@ def _image_size(patch: Patch) -> tuple[int, int]:
     if "geotiff" in patch.sources:
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            shape = tif.pages[0].shape
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+        except (OSError, ValueError, tifffile.TiffFileError) as error:
+            raise MapRefused(f"{path.name}: cannot read the GeoTIFF: {error}") from error
         if len(shape) != 3 or 9 not in (shape[0], shape[-1]):
             raise MapRefused(f"{path.name}: a GeoTIFF patch needs 9 bands ({', '.join(layout.BANDS)}), shape {shape}")
         return (shape[1], shape[2]) if shape[0] == 9 else (shape[0], shape[1])
@@ -150,15 +153,19 @@ def _is_blank(patch: Patch) -> bool:
     return not generation.caption_statistics(patch.labels).overall
 
 
-def template_captions(patches: list[Patch], styles: list[str], seed: int) -> dict[str, dict[str, str]]:
-    """The template renderer's captions (the sample world's generator) per style and patch."""
+def template_captions(
+    patches: list[Patch], tiles: dict[tuple[int, int], list[Patch]], styles: list[str], seed: int
+) -> dict[str, dict[str, str]]:
+    """The template renderer's captions (the sample world's generator) per style and patch; gpt4v ones only for
+    the patches of whole `tiles`, as upstream."""
     out: dict[str, dict[str, str]] = {s: {} for s in STYLES}
+    whole = {p.name for quarters in tiles.values() for p in quarters}
     for patch in patches:
         stats = generation.caption_statistics(patch.labels)
         rng = _rng(seed, patch)
         if "gpt35" in styles:
             out["gpt35"][patch.name] = gpt35_caption(stats, rng)
-        if "gpt4v" in styles:
+        if "gpt4v" in styles and patch.name in whole:
             out["gpt4v"][patch.name] = gpt4v_caption(stats, patch.labels, rng)
     return out
 
@@ -230,7 +237,13 @@ def _four_paragraphs(result: ChatResult) -> list[str]:
 
 
 def llm_captions(
-    patches: list[Patch], styles: list[str], options: BackendArguments, cache_path: Path, seed: int, progress: bool
+    patches: list[Patch],
+    tiles: dict[tuple[int, int], list[Patch]],
+    styles: list[str],
+    options: BackendArguments,
+    cache_path: Path,
+    seed: int,
+    progress: bool,
 ) -> Generation:
     """Captions from an LLM backend through the resumable cache; failures and stops recorded per patch or tile."""
     backend = make_backend(options)
@@ -249,10 +262,6 @@ def llm_captions(
                     made.captions["gpt35"][job.record] = values[job.key]
             _note_missing(made, "gpt35", jobs, values, accounting)
         if "gpt4v" in styles:
-            tiles, partial = full_tiles(patches)
-            made.refused += [
-                {"patch": p.name, "style": "gpt4v", "reason": "gpt4v needs all four patches of its tile"} for p in partial
-            ]
             jobs = list(gpt4v_jobs(tiles, backend, options))
             values, accounting = run_jobs(backend, jobs, cache, options, parse=_four_paragraphs, progress=progress,
                                           desc="gpt4v captions")
@@ -339,16 +348,21 @@ def generate_chatearthnet(
         raise EarthvlError(f"styles must be among {', '.join(STYLES)}, got {options.styles}")
     out = Path(out)
     patches, refused = discover(Path(images), Path(labels))
+    n_refused = len(refused)
     if not patches:
         reasons = "; ".join(dict.fromkeys(r["reason"] for r in refused[:3]))
         raise EarthvlError(f"no usable patch under {images}: every one was refused, e.g. {reasons}")
     out.mkdir(parents=True, exist_ok=True)
+    tiles, partial = full_tiles(patches)
+    if "gpt4v" in options.styles:
+        refused += [{"patch": p.name, "style": "gpt4v", "reason": "gpt4v needs all four patches of its tile"}
+                    for p in partial]
     if backend.backend == "template":
-        made = Generation(captions=template_captions(patches, options.styles, options.seed))
+        made = Generation(captions=template_captions(patches, tiles, options.styles, options.seed))
     else:
-        made = llm_captions(patches, options.styles, backend, options.cache or out / CACHE_FILE, options.seed,
+        made = llm_captions(patches, tiles, options.styles, backend, options.cache or out / CACHE_FILE, options.seed,
                             options.progress)
-    made.refused = refused + made.refused
+    made.refused = refused
     tiles = sorted({p.tile for p in patches})
     split_of = assign_tile_splits(tiles, options.split_by, options.seed, options.dates)
     made.splits = {p.name: split_of[p.tile] for p in patches}
@@ -365,7 +379,7 @@ def generate_chatearthnet(
         "styles": options.styles,
         "split_by": options.split_by,
         "seed": options.seed,
-        "patches": {"found": len(patches) + len(refused), "usable": len(patches), "refused": len(refused)},
+        "patches": {"found": len(patches) + n_refused, "usable": len(patches), "refused": n_refused},
         "rows": rows,
         "refused": made.refused,
         "failures": made.failures,

@@ -58,11 +58,10 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
         raise MapRefused(f"{path.name}: reading GeoTIFF maps needs tifffile (pip install 'earthvl[geotiff]')") from error
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            height, width = page.shape[:2]
-            if height * width > max_pixels:
-                raise MapRefused(f"{path.name}: {width}x{height} px, over the limit of {max_pixels:,} pixels")
-            return page.asarray()
+            series = tif.series[0]
+            if int(np.prod(series.shape)) > max_pixels:
+                raise MapRefused(f"{path.name}: {series.shape} values, over the limit of {max_pixels:,} pixels")
+            return series.asarray()
     except (OSError, ValueError, tifffile.TiffFileError) as error:
         raise MapRefused(f"{path.name}: cannot read the GeoTIFF: {error}") from error
 
