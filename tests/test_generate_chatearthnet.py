@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-from llm_servers import chat_route, completion_body, sent_requests, transformers_server  # noqa: F401  (fixture)
+from llm_servers import chat_route, completion_body, sent_requests
 from PIL import Image
 
 from earthvl.builders.chatearthnet import generation, layout

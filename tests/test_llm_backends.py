@@ -2,12 +2,11 @@
 429/500/slow/truncated/non-JSON answers and a refused key. The openai client is never patched."""
 
 import io
-import json
 import time
 
 import pytest
 from fake_http import closed_port
-from llm_servers import chat_route, completion_body, sent_requests, transformers_server  # noqa: F401  (fixture)
+from llm_servers import chat_route, sent_requests
 from PIL import Image
 
 from earthvl.llm.backends import (

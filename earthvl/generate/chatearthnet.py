@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from earthvl.atomic import write_bytes
+from earthvl.atomic import check_writable, write_bytes
 from earthvl.builders.chatearthnet import generation, layout
 from earthvl.builders.chatearthnet.maps import TIFF_SUFFIXES, MapRefused, find_map, read_label_map
 from earthvl.builders.chatearthnet.template import NODATA_CAPTION, gpt4v_caption, gpt35_caption
@@ -240,13 +240,13 @@ def llm_captions(
     patches: list[Patch],
     tiles: dict[tuple[int, int], list[Patch]],
     styles: list[str],
+    backend: Backend,
     options: BackendArguments,
     cache_path: Path,
     seed: int,
     progress: bool,
 ) -> Generation:
     """Captions from an LLM backend through the resumable cache; failures and stops recorded per patch or tile."""
-    backend = make_backend(options)
     made = Generation()
     with ResultCache(cache_path) as cache:
         if "gpt35" in styles:
@@ -346,7 +346,8 @@ def generate_chatearthnet(
     unknown = sorted(set(options.styles) - set(STYLES))
     if unknown or not options.styles:
         raise EarthvlError(f"styles must be among {', '.join(STYLES)}, got {options.styles}")
-    out = Path(out)
+    out = check_writable(out, "output folder", folder=True)
+    llm = None if backend.backend == "template" else make_backend(backend)
     patches, refused = discover(Path(images), Path(labels))
     n_refused = len(refused)
     if not patches:
@@ -360,8 +361,8 @@ def generate_chatearthnet(
     if backend.backend == "template":
         made = Generation(captions=template_captions(patches, tiles, options.styles, options.seed))
     else:
-        made = llm_captions(patches, tiles, options.styles, backend, options.cache or out / CACHE_FILE, options.seed,
-                            options.progress)
+        made = llm_captions(patches, tiles, options.styles, llm, backend, options.cache or out / CACHE_FILE,
+                            options.seed, options.progress)
     made.refused = refused
     tiles = sorted({p.tile for p in patches})
     split_of = assign_tile_splits(tiles, options.split_by, options.seed, options.dates)

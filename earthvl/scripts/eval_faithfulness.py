@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from earthvl.atomic import write_bytes
+from earthvl.atomic import check_writable, write_bytes
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.maps import MapRefused, find_map, read_label_map
 from earthvl.errors import EarthvlError
@@ -93,6 +93,8 @@ def load_captions(args: FaithfulnessArguments) -> dict[str, str]:
 
 
 def main(args: FaithfulnessArguments) -> int:
+    if args.out:
+        check_writable(args.out, "results file")
     captions = load_captions(args)
     labels = Path(args.labels)
     if not labels.is_dir():
