@@ -175,3 +175,22 @@ def test_transformers_serve_captions_build(inputs, tmp_path, transformers_server
     built = tmp_path / "built"
     assert cli(["build", "chatearthnet", "--source", str(out), "--out", str(built), "--quiet", "--num_proc", "1",
                 "--configs", "gpt35"]) == 0
+
+
+@pytest.mark.slow
+def test_transformers_backend_captions_both_styles_locally(inputs, tmp_path):
+    from llm_servers import long_context_tiny_llava
+
+    world, labels = inputs
+    model = long_context_tiny_llava(tmp_path / "tiny-llava-4k")
+    out = tmp_path / "out"
+    assert run("--images", world.root, "--labels", labels, "--out", out, "--backend", "transformers", "--model", model,
+               "--device", "cpu", "--max_tokens", "6", "--batch_size", "4", "--seed", "0") == 0
+    report = report_of(out)
+    assert report["accounting"]["gpt35"]["requests"] == 16 - sum(1 for p in world.patches if p.nodata)
+    assert report["accounting"]["gpt4v"]["requests"] == 4
+    # random weights rarely answer in four paragraphs: each tile is then a reported failure, never a silent gap
+    gpt4v_rows = sum(report["rows"].get("gpt4v", {}).values())
+    assert gpt4v_rows + 4 * sum(f["style"] == "gpt4v" for f in report["failures"]) == 16
+    assert all(f["reason"].startswith("unusable answer") for f in report["failures"])
+    assert report["accounting"]["gpt4v"]["prompt_tokens"] > 4 * 4 * 64  # four images of 64 tokens per request
