@@ -11,13 +11,11 @@ import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 CHAT_PATH = "/v1/chat/completions"
 START_TIMEOUT = 240.0
-LONG_CONTEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -40,28 +38,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def long_context_tiny_llava(target: Path, context: int = LONG_CONTEXT) -> str:
-    """A copy of earthvl's tiny LLaVA that accepts `context` tokens: its decoder uses rotary positions, so only the
-    configured limits (512, shorter than ChatEarthNet's prompts) change, not a weight."""
-    from earthvl.models.tiny import resolve_model
-
-    shutil.copytree(resolve_model("tiny-llava"), target)
-    config = json.loads((target / "config.json").read_text())
-    config["text_config"]["max_position_embeddings"] = context
-    (target / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer = json.loads((target / "tokenizer_config.json").read_text())
-    tokenizer["model_max_length"] = context
-    (target / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
-    return str(target)
-
-
 @pytest.fixture(scope="session")
 def transformers_server(tmp_path_factory):
     """`transformers serve` with the (long-context) tiny LLaVA preloaded, on a free loopback port, CPU only; killed at teardown."""
     if shutil.which("transformers") is None:
         pytest.fail("the `transformers` command is missing: install earthvl's test extra (transformers[serving])")
     folder = tmp_path_factory.mktemp("transformers-serve")
-    model = long_context_tiny_llava(folder / "tiny-llava-4k")
+    from earthvl.models.tiny import long_context_copy
+
+    model = long_context_copy("tiny-llava", folder / "tiny-llava-4k")
     port = free_port()
     log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -179,10 +179,10 @@ def test_transformers_serve_captions_build(inputs, tmp_path, transformers_server
 
 @pytest.mark.slow
 def test_transformers_backend_captions_both_styles_locally(inputs, tmp_path):
-    from llm_servers import long_context_tiny_llava
+    from earthvl.models.tiny import long_context_copy
 
     world, labels = inputs
-    model = long_context_tiny_llava(tmp_path / "tiny-llava-4k")
+    model = long_context_copy("tiny-llava", tmp_path / "tiny-llava-4k")
     out = tmp_path / "out"
     assert run("--images", world.root, "--labels", labels, "--out", out, "--backend", "transformers", "--model", model,
                "--device", "cpu", "--max_tokens", "6", "--batch_size", "4", "--seed", "0") == 0

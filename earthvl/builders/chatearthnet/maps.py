@@ -32,13 +32,15 @@ class MapRefused(Exception):
 def colours_to_classes(rgb: np.ndarray, where: str = "map") -> np.ndarray:
     """Class indices of an RGB colour map in ChatEarthNet's table; MapRefused naming unknown colours."""
     keys = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
-    unique, inverse = np.unique(keys, return_inverse=True)
-    unknown = [int(k) for k in unique if int(k) not in _COLOUR_KEYS]
-    if unknown:
+    labels = np.full(keys.shape, 255, dtype=np.uint8)
+    for key, index in _COLOUR_KEYS.items():  # 12 comparisons: much faster than sorting the pixels
+        labels[keys == key] = index
+    unmatched = labels == 255
+    if unmatched.any():
+        unknown = [int(k) for k in np.unique(keys[unmatched])]
         shown = ", ".join(str(((k >> 16) & 255, (k >> 8) & 255, k & 255)) for k in unknown[:3])
         raise MapRefused(f"{where}: {len(unknown)} colour(s) not in ChatEarthNet's land-cover table, e.g. {shown}")
-    lookup = np.array([_COLOUR_KEYS[int(k)] for k in unique], dtype=np.uint8)
-    return lookup[inverse].reshape(keys.shape)
+    return labels
 
 
 def codes_to_classes(codes: np.ndarray, where: str = "map") -> np.ndarray:
