@@ -112,3 +112,24 @@ def test_sample_world_captions_are_faithful_and_shuffled_ones_are_not(sample_wor
         assert own[metric] == 1.0, metric
         assert shuffled[metric] < 0.7, metric
     assert own["banned_word_rate"] == 0.0 and own["captions"] >= 20
+
+
+def test_predictions_files_are_scored_against_their_maps(scene, tmp_path, capsys):
+    from PIL import Image
+
+    from earthvl.builders.chatearthnet.generation import colour_map
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    Image.fromarray(colour_map(scene)).save(labels / "1_2_patch00.png")
+    predictions = tmp_path / "p.predictions.jsonl"
+    rows = [{"row": 0, "id": "1_2_patch00.png", "prediction": "Snow and water."},
+            {"row": 1, "id": "9_9_patch11.png", "prediction": "Trees."}]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "f.json"
+    assert cli(["eval", "faithfulness", "--predictions", str(predictions), "--labels", str(labels), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["captions"]["1_2_patch00.png"]["precision"] == 0.5
+    assert result["summary"]["captions"] == 1
+    assert result["summary"]["skipped"] == [{"caption": "9_9_patch11.png",
+                                             "reason": f"no land-cover map for 9_9_patch11.png in {labels}"}]

@@ -194,3 +194,19 @@ def test_transformers_backend_captions_both_styles_locally(inputs, tmp_path):
     assert gpt4v_rows + 4 * sum(f["style"] == "gpt4v" for f in report["failures"]) == 16
     assert all(f["reason"].startswith("unusable answer") for f in report["failures"])
     assert report["accounting"]["gpt4v"]["prompt_tokens"] > 4 * 4 * 64  # four images of 64 tokens per request
+
+
+def test_spatiotemporal_splits_keep_tiles_whole(inputs, tmp_path):
+    world, labels = inputs
+    tiles = sorted({f"{p.tile_x}_{p.tile_y}" for p in world.patches})
+    dates = tmp_path / "dates.json"
+    dates.write_text(json.dumps({t: f"2021-{1 + 3 * i:02d}-15" for i, t in enumerate(tiles)}))
+    out = tmp_path / "out"
+    assert run("--images", world.root, "--labels", labels, "--out", out, "--styles", "gpt35",
+               "--split_by", "spatiotemporal", "--dates", dates) == 0
+    split_of = {}
+    for split in layout.SPLITS:
+        for record in json.loads((out / layout.json_path("gpt35", split)).read_text()):
+            split_of.setdefault(record["image"].rsplit("_patch", 1)[0], set()).add(split)
+    assert sorted(split_of) == tiles and all(len(s) == 1 for s in split_of.values())
+    assert report_of(out)["split_by"] == "spatiotemporal"

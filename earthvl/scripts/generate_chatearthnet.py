@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,11 @@ def _dates(path: str | None) -> dict[str, str] | None:
         raise EarthvlError(f"--dates {path}: cannot read it as JSON: {error}") from error
     if not isinstance(dates, dict) or not all(isinstance(v, str) for v in dates.values()):
         raise EarthvlError(f"--dates {path}: expected an object of \"<x>_<y>\": \"YYYY-MM-DD\" strings")
+    for tile, value in dates.items():
+        try:
+            datetime.date.fromisoformat(value[:10])
+        except ValueError:
+            raise EarthvlError(f"--dates {path}: {tile}: {value!r} is not a YYYY-MM-DD date") from None
     return dates
 
 
