@@ -375,7 +375,7 @@ def generate_chatearthnet(
     report = {
         "images": str(images),
         "labels": str(labels),
-        "backend": backend.backend if backend.backend == "template" else make_settings(backend),
+        "backend": backend.backend if backend.backend == "template" else report_settings(backend),
         "prompts": {s: generation.prompt_version(s) for s in options.styles},
         "styles": options.styles,
         "split_by": options.split_by,
@@ -392,7 +392,7 @@ def generate_chatearthnet(
     return report
 
 
-def make_settings(options: BackendArguments) -> dict[str, Any]:
+def report_settings(options: BackendArguments) -> dict[str, Any]:
     """The backend options worth keeping in a report (no key: it only lives in the environment)."""
     return {"backend": options.backend, "base_url": options.base_url, "model": options.model,
             "temperature": DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
