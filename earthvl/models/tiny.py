@@ -10,7 +10,9 @@ texts, `earthvl.sample.sample_corpus`); `earthvl.model_names.resolve_model` turn
 cached builds.
 """
 
+import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -291,3 +293,17 @@ def build_all(out_dir: str | os.PathLike, corpus: Iterable[str]) -> dict[str, Pa
 def build_tiny(name: str, out_dir: str | os.PathLike, corpus: Iterable[str]) -> Path:
     """Build the tiny model ``name`` (one of ``TINY_MODELS``) into ``out_dir`` with a tokenizer trained on ``corpus``."""
     return _BUILDERS[name](out_dir, build_tokenizer(corpus))
+
+
+def long_context_copy(model_dir: str | os.PathLike, target: str | os.PathLike, context: int = 4096) -> str:
+    """A copy of a tiny LLaVA build (the folder `model_dir`) at `target` that accepts `context` tokens (e.g.
+    ChatEarthNet's ~800-token generator prompts). Its Llama decoder uses rotary positions, so only the configured
+    limits change, no weight."""
+    target = Path(target)
+    shutil.copytree(model_dir, target)
+    for name, key, section in (("config.json", "max_position_embeddings", "text_config"),
+                               ("tokenizer_config.json", "model_max_length", None)):
+        config = json.loads((target / name).read_text())
+        (config[section] if section else config)[key] = context
+        (target / name).write_text(json.dumps(config, indent=2))
+    return str(target)
