@@ -24,7 +24,7 @@ from earthvl.atomic import check_writable, write_bytes
 from earthvl.builders.chatearthnet import generation, layout
 from earthvl.builders.chatearthnet.maps import TIFF_SUFFIXES, MapRefused, find_map, read_label_map
 from earthvl.builders.chatearthnet.template import NODATA_CAPTION, gpt4v_caption, gpt35_caption
-from earthvl.builders.splits import spatiotemporal_split
+from earthvl.builders.stratified_splits import spatiotemporal_split
 from earthvl.errors import EarthvlError
 
 from earthvl.llm.backends import Backend, ChatRequest, ChatResult, image_data_url, make_backend
@@ -32,7 +32,7 @@ from earthvl.llm.cache import ResultCache, cache_key, content_hash
 from earthvl.llm.options import BackendArguments
 from earthvl.llm.runner import Accounting, Job, run_jobs
 from earthvl.sample.files import png_bytes
-from earthvl.sample.splits import assign_splits
+from earthvl.sample.fraction_splits import assign_splits
 
 STYLES = tuple(layout.CAPTION_SOURCES)
 SPLIT_BY = ("tile", "spatiotemporal")

@@ -1,7 +1,3 @@
 """Language-model backends shared by earthvl's generators and annotators: one request/result shape, OpenAI-compatible
-endpoints and local transformers models, a resumable per-record cache and a bounded, budgeted runner."""
-
-from earthvl.llm.backends import Backend, ChatRequest, ChatResult, make_backend
-from earthvl.llm.options import BackendArguments
-
-__all__ = ["Backend", "BackendArguments", "ChatRequest", "ChatResult", "make_backend"]
+endpoints and local transformers models (`backends`, options in `options`), a resumable per-record cache (`cache`) and
+a bounded, budgeted runner (`runner`); `constrained` keeps a local model's output valid for a JSON schema."""
