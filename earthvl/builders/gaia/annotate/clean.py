@@ -20,7 +20,7 @@ def html_to_text(html: str) -> str:
     """The main text of an HTML page: trafilatura's extraction, or all its text when no main content is found."""
     import trafilatura
 
-    text = trafilatura.extract(html, include_comments=False, include_tables=False, favor_recall=True)
+    text = trafilatura.extract(html, include_comments=False, include_tables=False, favor_precision=True)
     return text if text else trafilatura.html2txt(html)
 
 
