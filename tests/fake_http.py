@@ -1,6 +1,6 @@
 """A local HTTP server on 127.0.0.1 that misbehaves on purpose: slow answers, 429/500s, truncated or trickling
-bodies, malformed headers, redirects, opt-out headers, Range requests; it counts requests per path and in-flight
-requests per host."""
+bodies, malformed headers, redirects, opt-out headers, Range requests; it answers GETs and POSTs (keeping their
+bodies), counts requests per path and in-flight requests per host."""
 
 import re
 import socket
@@ -42,6 +42,8 @@ class FakeServer:
         self.lock = threading.Lock()
         self.hits: Counter[str] = Counter()
         self.ranges: dict[str, list] = defaultdict(list)
+        self.bodies: dict[str, list[bytes]] = defaultdict(list)
+        """Request bodies (POST) per path, in arrival order."""
         self.user_agents: list[str] = []
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
@@ -86,6 +88,12 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client gave up waiting
         finally:
             self.leave()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        with self.server.fake.lock:
+            self.server.fake.bodies[urlsplit(self.path).path].append(self.rfile.read(length))
+        self.do_GET()
 
     def leave(self):
         # Called before the body is written: the client cannot have finished its request before that.
