@@ -75,7 +75,7 @@ class AnnotateGaiaArguments:
     prompt_dir: str | None = field(
         default=None, metadata={"help": "Folder with your own summary.json / annotate.json prompts (default: shipped)."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the spatio-temporal split."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the spatio-temporal split."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
     def __post_init__(self) -> None:

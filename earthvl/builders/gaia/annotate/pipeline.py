@@ -98,7 +98,7 @@ def annotate_gaia(
             max_pixels=args.max_pixels, progress=progress,
         )
     geocode.geocode(records, geocoder, report, out / CACHE_DIR)
-    write.write_splits(records, out, report, seed=args.seed)
+    write.write_splits(records, out, report, seed=args.split_seed)
     report.usage["total"] = {
         name: sum(step.get(name, 0) for step in report.usage.values())
         for name in ("requests", "prompt_tokens", "completion_tokens", "cost")

@@ -1,0 +1,109 @@
+"""`earthvl annotate gaia` end to end on the scraped-records world: every planted duplicate and failure in the report,
+a GAIA folder that `earthvl build gaia` builds and `load_dataset` loads, and resumption after a kill."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gaia_scrape_world import PLACES, PLANTED, ScriptedChatServer, build_world
+
+from earthvl.builders.gaia import layout
+from earthvl.cli import main as cli
+
+KEPT = sorted(record_id for record_id, fate in PLANTED.items() if fate is None)
+ANNOTATED = len(KEPT) + 1  # record 20 is asked too, and fails
+REQUESTS = 1 + ANNOTATED + 1 + 2  # one summary, one annotation each, a retry for 19, two for 20
+
+
+@pytest.fixture
+def chat():
+    server = ScriptedChatServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def world(tmp_path, server):
+    return build_world(tmp_path, server)
+
+
+def _args(records, gazetteer, out, chat, *extra):
+    return ["annotate", "gaia", "--records", str(records), "--out", str(out), "--backend", "openai", "--model",
+            "scripted", "--base_url", chat.base_url, "--gazetteer", str(gazetteer), "--allow_networks", "127.0.0.0/8",
+            "--concurrency", "1", "--max_retries", "0", "--quiet", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_fixture_becomes_a_gaia_dataset_with_every_record_accounted_for(world, chat, tmp_path, capsys):
+    records, gazetteer = world
+    out = tmp_path / "annotated"
+    assert cli(_args(records, gazetteer, out, chat)) == 0
+    report = json.loads((out / "annotation_report.json").read_text())
+
+    dropped = {entry["id"]: (entry["step"], entry.get("duplicate_of")) for entry in report["dropped"]}
+    assert dropped == {record_id: fate for record_id, fate in PLANTED.items() if fate is not None}
+    assert report["steps"]["read"] == {"rows": 20, "dropped": 1}
+    assert report["steps"]["dedup"] == {"in": 19, "dropped_same_url": 2, "dropped_same_bytes": 1,
+                                        "dropped_near_duplicate": 1, "dropped": 4, "out": 13}
+    assert report["steps"]["images"] == {"dropped": 2, "fetched": 14, "cached": 0, "local": 1}
+    assert report["steps"]["clean"]["html"] == 1
+    assert report["steps"]["summarise"] == {"in": 13, "long": 1, "summarised": 1}
+    assert {(f["id"], f["step"]) for f in report["flagged"]} >= {(18, "clean")}
+    assert report["usage"]["annotate"]["requests"] == ANNOTATED + 3 and report["usage"]["annotate"]["schema_retries"] == 3
+    assert report["usage"]["total"]["requests"] == REQUESTS == chat.requests
+    assert report["usage"]["total"]["prompt_tokens"] > 20_000 * 4 // 4  # the long article was sent once
+    assert "violates the RS_image schema" in dict((e["id"], e["reason"]) for e in report["dropped"])[20]
+
+    splits = {split: json.loads((out / layout.json_path(split)).read_text()) for split in layout.SPLITS}
+    rows = {row["id"]: row for rows in splits.values() for row in rows}
+    assert sorted(rows) == KEPT 
+    assert all(list(row) == list(layout.FIELDS) for row in rows.values())
+    assert (rows[5]["lat"], rows[5]["lon"]) == (38.5, -90.2)  # given with the record
+    assert (rows[1]["lat"], rows[1]["lon"]) == PLACES["Athens, Greece"] and rows[13]["location"] == "Θεσσαλία, Ελλάδα"
+    assert rows[12]["location"] == "Athens, Greece"  # read from the summary
+    assert rows[18]["lat"] is None and all(len(row["captions"]) == 5 for row in rows.values())
+
+    hub = tmp_path / "hub"
+    assert cli(["build", "gaia", "--source", str(out), "--out", str(hub), "--images", "folder", "--quiet"]) == 0
+    from datasets import load_dataset
+
+    built = load_dataset(str(hub), "default")
+    assert sorted(i for split in built.values() for i in split["id"]) == KEPT
+    assert built["train"][0]["image"].size[0] > 0
+
+    before = chat.requests
+    assert cli(_args(records, gazetteer, out, chat)) == 0  # everything answered is cached; 20 is asked again
+    assert chat.requests - before == 3
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_asking_only_for_records_not_done(world, chat, tmp_path):
+    records, gazetteer = world
+    out = tmp_path / "annotated"
+    done_before_kill = 5
+    chat.hold_after(done_before_kill)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "earthvl", *_args(records, gazetteer, out, chat)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while chat.requests <= done_before_kill:  # the sixth request is held: five answers are in the cache
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    process.stderr.close()
+    assert not (out / "train_data.json").exists()
+    chat.hold_from = None
+    chat.release()
+    sent_before = chat.requests
+    assert cli(_args(records, gazetteer, out, chat)) == 0
+    # The held request got no answer before the kill: it is asked again, with everything not yet done.
+    assert chat.requests - sent_before == REQUESTS - done_before_kill
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert report["usage"]["total"]["requests"] == REQUESTS - done_before_kill
+    assert report["usage"]["summarise"]["cached"] == 1
+    assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
