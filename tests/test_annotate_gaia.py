@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from gaia_scrape_world import PLACES, PLANTED, ScriptedChatServer, build_world
+from llm_servers import transformers_server  # noqa: F401  (fixture)
 
 from earthvl.builders.gaia import layout
 from earthvl.cli import main as cli
@@ -107,3 +108,56 @@ def test_a_killed_run_resumes_asking_only_for_records_not_done(world, chat, tmp_
     assert report["usage"]["total"]["requests"] == REQUESTS - done_before_kill
     assert report["usage"]["summarise"]["cached"] == 1
     assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
+
+
+def _local_world(root, count):
+    """`count` records with local images and short articles (no image server needed), and short prompts (the tiny
+    model's context is 512 tokens; the shipped annotation prompt alone is longer)."""
+    from gaia_scrape_world import article, encoded, scene
+
+    rows = []
+    for i in range(count):
+        (root / f"{i}.png").write_bytes(encoded(scene(100 + i)))
+        rows.append({"id": i, "image_src": f"{i}.png", "article": article("Athens, Greece", 20), "date": "2024-05-01"})
+    records = root / "records.jsonl"
+    records.write_text("\n".join(json.dumps(row) for row in rows))
+    prompts = root / "prompts"
+    prompts.mkdir()
+    for name in ("summary", "annotate"):
+        prompt = {"name": name, "version": "test-1", "provenance": "a short prompt for the tiny model",
+                  "system": "Answer with JSON.", "user": "{article}"}
+        (prompts / f"{name}.json").write_text(json.dumps(prompt))
+    return records, prompts
+
+
+@pytest.mark.slow
+def test_the_tiny_local_model_annotates_through_constrained_decoding(tmp_path):
+    records, prompts = _local_world(tmp_path, 2)
+    out = tmp_path / "annotated"
+    assert cli(["annotate", "gaia", "--records", str(records), "--out", str(out), "--prompt_dir", str(prompts),
+                "--backend", "transformers",
+                "--model", "tiny-llava", "--device", "cpu", "--max_chars", "16", "--max_tokens", "400",
+                "--filters", "false", "--quiet"]) == 0  # fmt: skip
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert report["dropped"] == [] and report["usage"]["annotate"]["answered"] == 2
+    assert report["usage"]["annotate"]["schema_retries"] == 0  # constrained: valid the first time
+    rows = [row for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())]
+    assert sorted(row["id"] for row in rows) == [0, 1]
+    assert all(len(row["captions"]) == 5 and row["captions"][0].startswith(layout.CAPTION_PREFIX) for row in rows)
+
+
+@pytest.mark.slow
+def test_a_real_server_without_structured_output_is_retried_then_reported(transformers_server, tmp_path):
+    """`transformers serve` ignores response_format, so the tiny model's babble violates the schema: each record is
+    asked 1 + schema_retries times and then reported, and nothing unvalidated reaches the dataset."""
+    records, prompts = _local_world(tmp_path, 2)
+    out = tmp_path / "annotated"
+    assert cli(["annotate", "gaia", "--records", str(records), "--out", str(out), "--prompt_dir", str(prompts),
+                "--backend", "openai", "--model",
+                transformers_server.model, "--base_url", transformers_server.base_url, "--max_tokens", "12",
+                "--schema_retries", "1", "--quiet"]) == 0  # fmt: skip
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert report["usage"]["annotate"]["requests"] == 4 and report["usage"]["annotate"]["prompt_tokens"] > 0
+    assert [(e["id"], e["step"]) for e in report["dropped"]] == [(0, "annotate"), (1, "annotate")]
+    assert all("unusable answer" in e["reason"] for e in report["dropped"])
+    assert all(json.loads((out / layout.json_path(split)).read_text()) == [] for split in layout.SPLITS)
