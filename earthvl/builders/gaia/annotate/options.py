@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from earthvl.builders.gaia.annotate.dedup import DEFAULT_MAX_DISTANCE
-from earthvl.builders.gaia.annotate.records import COLUMNS
+from earthvl.builders.gaia.annotate.records import COLUMNS, column_mapping
 from earthvl.images import DEFAULT_MAX_PIXELS
 
 
@@ -87,5 +87,6 @@ class AnnotateGaiaArguments:
             raise ValueError(f"schema_retries must not be negative, got {self.schema_retries}")
         if not -1 <= self.near_duplicate_distance <= 64:
             raise ValueError(f"near_duplicate_distance must be from -1 to 64, got {self.near_duplicate_distance}")
+        column_mapping(self.columns)  # refuses a malformed mapping before anything runs
         if self.geocoder_scheme not in ("http", "https"):
             raise ValueError(f"geocoder_scheme must be http or https, got {self.geocoder_scheme!r}")

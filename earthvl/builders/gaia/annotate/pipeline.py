@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from earthvl.atomic import check_writable
 from earthvl.builders.download import FetchPolicy
 from earthvl.builders.gaia.annotate import clean, dedup, extract, geocode, summarise, write
 from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments
@@ -49,9 +50,11 @@ def annotate_gaia(
     Re-running on the same folder resumes: fetched images, model answers and geocoder answers are reused, and the
     backend is asked only about records that have no answer yet. `backend`, `fetch_policy` and `geocoder` default to
     what the options configure."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EarthvlError(f"--out {out} exists and is not a folder")
+    out = check_writable(args.out, "annotation folder", folder=True)
+    if backend is None and backend_args.backend == "template":
+        raise EarthvlError("annotate gaia needs a language model: --backend openai or --backend transformers")
+    if backend is None and not backend_args.model:
+        raise EarthvlError(f"--model is needed with --backend {backend_args.backend}")
     progress = not args.quiet
     prompts = {name: load_prompt(name, args.prompt_dir) for name in ("summary", "annotate")}
     report = AnnotationReport(str(args.records))
@@ -65,6 +68,8 @@ def annotate_gaia(
         report.flag("read", entry["id"], f"row {entry['row']}: {entry['reason']}")
     if not records:
         raise EarthvlError(f"no usable record in {args.records}: see e.g. {refused[:3]}")
+    geocoder = geocoder if geocoder is not None else make_geocoder(args)
+    backend = backend or make_backend(backend_args)
 
     for record in records:
         record.text = clean.clean_article(record.article)
@@ -81,12 +86,7 @@ def annotate_gaia(
         max_distance=args.near_duplicate_distance, max_pixels=args.max_pixels, progress=progress,
     )
 
-    if backend is None:
-        if backend_args.backend == "template":
-            raise EarthvlError("annotate gaia needs a language model: --backend openai or --backend transformers")
-        backend = make_backend(backend_args)
     report.notes["backend"] = backend.settings()
-    geocoder = geocoder if geocoder is not None else make_geocoder(args)
     with ResultCache(out / CACHE_DIR / ANSWERS_FILE) as cache:
         records = summarise.summarise(
             records, args.summarise_above, backend, cache, backend_args, prompts["summary"], args.schema_retries,
