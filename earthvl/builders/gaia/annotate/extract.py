@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from PIL import Image as PILImage
+
 from earthvl.builders.gaia.annotate.prompts import Prompt
 from earthvl.builders.gaia.annotate.records import Record
 from earthvl.builders.gaia.annotate.report import AnnotationReport
 from earthvl.builders.gaia.annotate.schema import SCHEMA_NAME, annotation_model, gaia_fields, json_schema
 from earthvl.builders.gaia.annotate.structured import run_structured
-from earthvl.images import BadImage, open_image, to_rgb
+from earthvl.images import PIL_ERRORS, BadImage, open_image, to_rgb
 from earthvl.llm.backends import Backend, ChatRequest, image_data_url
 from earthvl.llm.cache import ResultCache, cache_key
 from earthvl.llm.options import BackendArguments
@@ -20,17 +22,27 @@ from earthvl.llm.runner import Job
 
 STEP = "annotate"
 FILTER_STEP = "filter"
+API_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+"""Image formats OpenAI-compatible vision endpoints accept as they are."""
 MAX_TOKENS = 1500
 """Default answer limit: five captions of ~40 words and the metadata fit with room to spare."""
 
 
 def image_for_model(path: Path, side: int, max_pixels: int) -> str:
-    """The image as a PNG data URL, downscaled to `side` pixels on its longest side."""
+    """The image as a data URL: its own bytes when it is small enough and in a format vision APIs take, else
+    downscaled to `side` pixels on its longest side and sent as a JPEG (quality 90)."""
+    try:
+        with PILImage.open(path) as header:
+            size, mime = header.size, API_FORMATS.get(header.format or "")
+    except PIL_ERRORS as error:
+        raise BadImage(f"cannot decode the image {path}: {error}") from error
+    if mime and max(size) <= side and size[0] * size[1] <= max_pixels:
+        return image_data_url(path.read_bytes(), mime)
     image = to_rgb(open_image(str(path), max_pixels=max_pixels, mode=None, draft_size=(side, side)))
     image.thumbnail((side, side))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return image_data_url(buffer.getvalue(), "image/png")
+    image.save(buffer, format="JPEG", quality=90)
+    return image_data_url(buffer.getvalue(), "image/jpeg")
 
 
 def annotate(
