@@ -110,6 +110,21 @@ def test_a_killed_run_resumes_asking_only_for_records_not_done(world, chat, tmp_
     assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
 
 
+@pytest.mark.slow
+def test_a_run_stopped_by_max_requests_writes_no_dataset_and_the_next_run_finishes(world, chat, tmp_path):
+    records, gazetteer = world
+    out = tmp_path / "annotated"
+    assert cli(_args(records, gazetteer, out, chat, "--max_requests", "4")) == 0
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert chat.requests == 4 and "run the same command again" in report["stopped"]
+    assert report["usage"]["annotate"]["pending"] == ANNOTATED - 3 and report["usage"]["annotate"]["stopped_by"] == "max_requests"
+    assert not any(entry["step"] == "annotate" for entry in report["dropped"])
+    assert not (out / "train_data.json").exists()
+    assert cli(_args(records, gazetteer, out, chat)) == 0
+    assert chat.requests == REQUESTS
+    assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
+
+
 def _local_world(root, count):
     """`count` records with local images and short articles (no image server needed), and short prompts (the tiny
     model's context is 512 tokens; the shipped annotation prompt alone is longer)."""

@@ -179,3 +179,26 @@ def test_split_writes_gaia_files_with_upstream_fields(tmp_path):
     rows = json.loads((tmp_path / "train_data.json").read_text())
     assert list(rows[0]) == list(layout.FIELDS)
     assert report.steps["split"]["without_coordinates"] == 7
+
+
+def test_images_go_to_the_model_as_they_are_or_downscaled(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from earthvl.builders.gaia.annotate.extract import image_for_model
+    from earthvl.images import BadImage
+
+    small, large, broken = tmp_path / "small.png", tmp_path / "large.png", tmp_path / "broken.png"
+    small.write_bytes(encoded(scene(1)))
+    large.write_bytes(encoded(scene(2, (300, 200))))
+    broken.write_bytes(b"\x89PNG not really")
+    assert image_for_model(small, 128, 10**6) == "data:image/png;base64," + base64.b64encode(small.read_bytes()).decode()
+    url = image_for_model(large, 150, 10**6)
+    assert url.startswith("data:image/jpeg;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (150, 100)
+    with pytest.raises(BadImage, match="over the limit"):
+        image_for_model(large, 150, 1000)
+    with pytest.raises(BadImage):
+        image_for_model(broken, 150, 10**6)

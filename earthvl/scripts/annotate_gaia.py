@@ -22,10 +22,14 @@ def main(args: AnnotateGaiaArguments, backend_args: BackendArguments) -> int:
     from earthvl.builders.gaia.annotate.pipeline import annotate_gaia
 
     report = annotate_gaia(args, backend_args)
+    usage = json.dumps(report["usage"].get("total", {}))
+    if "stopped" in report:
+        print(f"GAIA annotation of {args.records} stopped ({report['stopped']}); usage {usage}")
+        return 0
     splits = report["steps"]["split"]
     print(
         f"GAIA annotation of {args.records} -> {args.out}: train {splits['train']}, validation {splits['validation']}, "
         f"test {splits['test']}; {len(report['dropped'])} dropped, {len(report['flagged'])} flagged "
-        f"(see annotation_report.json); usage {json.dumps(report['usage'].get('total', {}))}"
+        f"(see annotation_report.json); usage {usage}"
     )
     return 0

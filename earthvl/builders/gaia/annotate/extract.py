@@ -60,7 +60,8 @@ def annotate(
     max_pixels: int,
     progress: bool = True,
 ) -> list[Record]:
-    """The records with their GAIA fields filled from the model's answer; failures are dropped with the reason."""
+    """The records with their GAIA fields filled from the model's answer; failures are dropped with the reason,
+    records not asked (the run stopped) left out for a re-run."""
     model = annotation_model(filters)
     schema = json_schema(model, max_chars)
     jobs = []
@@ -98,7 +99,7 @@ def annotate(
     asked = {job.record for job in jobs}
     kept = []
     for record in records:
-        if str(record.id) not in asked:
+        if str(record.id) not in asked or str(record.id) in run.pending:
             continue
         answer = run.answers.get(str(record.id))
         if answer is None:

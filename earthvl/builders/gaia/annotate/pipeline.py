@@ -97,13 +97,18 @@ def annotate_gaia(
             retries=args.schema_retries, max_chars=args.max_chars, image_side=args.image_side,
             max_pixels=args.max_pixels, progress=progress,
         )
-    geocode.geocode(records, geocoder, report, out / CACHE_DIR)
-    write.write_splits(records, out, report, seed=args.split_seed)
     report.usage["total"] = {
         name: sum(step.get(name, 0) for step in report.usage.values())
         for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
     }
-    report.notes["images"] = f"{IMAGE_DIR}/<id>.<ext>: build with `earthvl build gaia --source {out} --images folder`"
+    stopped = [step for step, usage in report.usage.items() if usage.get("stopped_by")]
+    if stopped:  # a partial dataset would look complete: write none
+        reasons = ", ".join(f"{step} by {report.usage[step]['stopped_by']}" for step in stopped)
+        report.notes["stopped"] = f"{reasons}: no dataset written; run the same command again to continue"
+    else:
+        geocode.geocode(records, geocoder, report, out / CACHE_DIR)
+        write.write_splits(records, out, report, seed=args.split_seed)
+        report.notes["images"] = f"{IMAGE_DIR}/<id>.<ext>: `earthvl build gaia --source {out} --images folder`"
     report.save(out)
     return report.as_dict()
 

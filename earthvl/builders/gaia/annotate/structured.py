@@ -3,7 +3,7 @@ schema asked again (up to `retries` times), then reported; tokens and cost summe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +25,8 @@ class StepRun:
 
     answers: dict[str, dict[str, Any]]
     failures: dict[str, str]
+    pending: set[str]
+    """Records not asked because the run stopped (`--max_requests`, `--budget`): a re-run asks them."""
     stopped_by: str | None
 
 
@@ -39,7 +41,8 @@ def run_structured(
     report: AnnotationReport,
     progress: bool,
 ) -> StepRun:
-    """Run `jobs` (one per record, `Job.record` its id) through `backend` with `model` as the answer's schema."""
+    """Run `jobs` (one per record, `Job.record` its id) through `backend` with `model` as the answer's schema.
+    `--max_requests` and `--budget` hold for the whole command: what earlier steps (in `report.usage`) spent counts."""
 
     def parse(result: ChatResult) -> dict[str, Any]:
         return parse_answer(result.text, model).model_dump(mode="json")
@@ -49,7 +52,11 @@ def run_structured(
     runs: list[Accounting] = []
     todo = jobs
     for _ in range(retries + 1):
-        values, accounting = run_jobs(backend, todo, cache, options, parse=parse, progress=progress, desc=step)
+        left = _left(options, report, runs)
+        if isinstance(left, str):
+            runs.append(Accounting(jobs=len(todo), stopped_by=left))
+            break
+        values, accounting = run_jobs(backend, todo, cache, left, parse=parse, progress=progress, desc=step)
         runs.append(accounting)
         failed_now = {failure["record"]: failure["reason"] for failure in accounting.failures}
         for job in todo:
@@ -62,9 +69,7 @@ def run_structured(
         if not todo or accounting.stopped_by:
             break
     stopped_by = runs[-1].stopped_by
-    for job in jobs:
-        if job.record not in answers and job.record not in failures:
-            failures[job.record] = f"not asked: the run stopped ({stopped_by})"
+    pending = {job.record for job in jobs if job.record not in answers and job.record not in failures}
     report.usage[step] = {
         "records": len(jobs),
         "cached": runs[0].cached,
@@ -76,6 +81,22 @@ def run_structured(
         "completion_tokens": sum(run.completion_tokens for run in runs),
         "cost": round(sum(run.cost for run in runs), 6),
         "seconds": round(sum(run.seconds for run in runs), 3),
+        "pending": len(pending),
         "stopped_by": stopped_by,
     }
-    return StepRun(answers, failures, stopped_by)
+    return StepRun(answers, failures, pending, stopped_by)
+
+
+def _left(options: BackendArguments, report: AnnotationReport, runs: list[Accounting]) -> BackendArguments | str:
+    """`options` with the requests and budget left after what this command spent so far, or why nothing is left."""
+    requests = sum(usage["requests"] for usage in report.usage.values()) + sum(run.requests for run in runs)
+    cost = sum(usage["cost"] for usage in report.usage.values()) + sum(run.cost for run in runs)
+    if options.max_requests is not None and requests >= options.max_requests:
+        return "max_requests"
+    if options.budget is not None and cost >= options.budget:
+        return "budget"
+    return replace(
+        options,
+        max_requests=None if options.max_requests is None else options.max_requests - requests,
+        budget=None if options.budget is None else options.budget - cost,
+    )

@@ -38,7 +38,8 @@ def summarise(
     report: AnnotationReport,
     progress: bool = True,
 ) -> list[Record]:
-    """Summaries for the records whose article exceeds `threshold` tokens; those whose summary failed are dropped."""
+    """Summaries for the records whose article exceeds `threshold` tokens; those whose summary failed are dropped,
+    those not asked (the run stopped) are left out for a re-run."""
     long = [record for record in records if estimated_tokens(record.text) > threshold]
     schema = json_schema(Summary)
     jobs = []
@@ -63,6 +64,8 @@ def summarise(
     kept = []
     for record in records:
         answer = run.answers.get(str(record.id))
+        if str(record.id) in run.pending:
+            continue
         if str(record.id) in long_ids and answer is None:
             report.drop(STEP, record.id, f"summary failed: {run.failures[str(record.id)]}")
             continue
