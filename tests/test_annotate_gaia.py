@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from gaia_scrape_world import PLACES, PLANTED, ScriptedChatServer, build_world
-from llm_servers import transformers_server  # noqa: F401  (fixture)
+from llm_servers import CHAT_PATH, chat_route, transformers_server  # noqa: F401  (fixture)
 
 from earthvl.builders.gaia import layout
 from earthvl.cli import main as cli
@@ -143,6 +143,25 @@ def _local_world(root, count):
                   "system": "Answer with JSON.", "user": "{article}"}
         (prompts / f"{name}.json").write_text(json.dumps(prompt))
     return records, prompts
+
+
+@pytest.mark.slow
+def test_429_and_500_are_retried_and_a_dead_request_is_reported(server, tmp_path):
+    valid = {"tag": ["a", "b", "c"], "location": None, "modality": None, "satellite": None, "sensor": None,
+             "resolution": "Low", "captions": [f"{layout.CAPTION_PREFIX} A field." for _ in range(5)]}
+    records, _ = _local_world(tmp_path, 1)
+    url = chat_route(server, json.dumps(valid), script=["429", "500"])
+    argv = ["annotate", "gaia", "--records", str(records), "--out", str(tmp_path / "a"), "--backend", "openai",
+            "--model", "m", "--base_url", url, "--max_retries", "2", "--quiet"]  # fmt: skip
+    assert cli(argv) == 0
+    assert server.hits[CHAT_PATH] == 3
+    report = json.loads((tmp_path / "a" / "annotation_report.json").read_text())
+    assert report["dropped"] == [] and report["usage"]["annotate"]["requests"] == 1  # one request, three tries
+    chat_route(server, json.dumps(valid), script=["500"] * 3)
+    server.hits.clear()
+    assert cli([*argv[:5], str(tmp_path / "b"), *argv[6:]]) == 0
+    report = json.loads((tmp_path / "b" / "annotation_report.json").read_text())
+    assert server.hits[CHAT_PATH] == 3 and report["dropped"][0]["reason"] == "HTTP 500 after 3 tries"
 
 
 @pytest.mark.slow
