@@ -5,7 +5,6 @@ say, misbehaves for marked articles, counts requests and can hold them (to kill 
 
 import io
 import json
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -204,6 +203,3 @@ class _ChatHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-
-def words(text):
-    return len(re.findall(r"\S+", text))

@@ -202,3 +202,17 @@ def test_images_go_to_the_model_as_they_are_or_downscaled(tmp_path):
         image_for_model(large, 150, 1000)
     with pytest.raises(BadImage):
         image_for_model(broken, 150, 10**6)
+
+
+def test_prompts_are_data_with_provenance_and_a_version(tmp_path):
+    from earthvl.builders.gaia.annotate.prompts import load_prompt
+
+    for name in ("summary", "annotate"):
+        prompt = load_prompt(name)
+        assert prompt.version and "Orion-AI-Lab/GAIA" in prompt.provenance and "{article}" in prompt.user
+    assert "The image showcases:" in load_prompt("annotate").system
+    (tmp_path / "annotate.json").write_text(json.dumps({**load_prompt("annotate").__dict__, "user": "{place}"}))
+    with pytest.raises(EarthvlError, match="may use only"):
+        load_prompt("annotate", tmp_path)
+    with pytest.raises(EarthvlError, match="summary.json cannot be read"):
+        load_prompt("summary", tmp_path)

@@ -59,8 +59,11 @@ class Gazetteer:
         try:
             if path.suffix.lower() == ".json":
                 data = json.loads(path.read_text(encoding="utf-8"))
-                rows = data.items() if isinstance(data, dict) else ((r.get("name"), (r.get("lat"), r.get("lon"))) for r in data)
-                entries = [(name, *(value if isinstance(value, (list, tuple)) else (None, None))) for name, value in rows]
+                if isinstance(data, dict):
+                    pairs = [(name, value if isinstance(value, (list, tuple)) else (None, None)) for name, value in data.items()]
+                    entries = [(name, *point) for name, point in pairs]
+                else:
+                    entries = [(row.get("name"), row.get("lat"), row.get("lon")) for row in data]
             else:
                 with open(path, newline="", encoding="utf-8") as file:
                     entries = [(row.get("name"), row.get("lat"), row.get("lon")) for row in csv.DictReader(file)]
@@ -102,7 +105,9 @@ class OnlineGeocoder:
         if domain:
             options["domain"] = domain
         self.name = f"{service} ({domain or 'default server'})"
-        self._geocode = RateLimiter(service_class(**options).geocode, min_delay_seconds=min_delay, max_retries=0, swallow_exceptions=False)
+        self._geocode = RateLimiter(
+            service_class(**options).geocode, min_delay_seconds=min_delay, max_retries=0, swallow_exceptions=False
+        )
 
     def locate(self, query: str) -> tuple[float, float] | None:
         from geopy.exc import GeopyError

@@ -3,7 +3,6 @@ annotate -> geocode -> split -> a GAIA-format folder that `earthvl build gaia` b
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from earthvl.atomic import check_writable

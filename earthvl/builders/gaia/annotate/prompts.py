@@ -36,5 +36,12 @@ def load_prompt(name: str, folder: str | Path | None = None) -> Prompt:
         data = json.loads(path.read_text(encoding="utf-8"))
         prompt = Prompt(**{field: str(data[field]) for field in Prompt.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EarthvlError(f"prompt file {path} cannot be read: {error!r} (needs {', '.join(Prompt.__dataclass_fields__)})") from None
+        needs = ", ".join(Prompt.__dataclass_fields__)
+        raise EarthvlError(f"prompt file {path} cannot be read: {error!r} (needs {needs})") from None
+    try:
+        prompt.user.format(article="", image_alt="", credits="")
+    except (KeyError, IndexError, ValueError) as error:
+        raise EarthvlError(
+            f"prompt file {path}: the user template may use only {{article}}, {{image_alt}} and {{credits}} ({error!r})"
+        ) from None
     return prompt

@@ -17,7 +17,6 @@ from earthvl.errors import EarthvlError
 COLUMNS = ("id", "image_src", "image_alt", "article", "credits", "page_url", "date", "lat", "lon")
 """Input columns: `image_src` (an http(s) URL or a local path, relative to the records file) and `article` (text
 or HTML) are required; the rest may be missing or null."""
-REQUIRED = ("image_src",)
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 

@@ -38,9 +38,6 @@ class AnnotationReport:
         self.flagged.append({"id": record_id, "step": step, "reason": reason})
         self.count(step, "flagged")
 
-    def dropped_at(self, step: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.dropped if entry["step"] == step]
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.records,

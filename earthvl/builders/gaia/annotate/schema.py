@@ -8,12 +8,11 @@ asked `is_remote_sensing` and `is_chart`, used to filter out images that are not
 
 from __future__ import annotations
 
-import json
 import re
 from enum import Enum
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError
 
 from earthvl.builders.gaia.layout import CAPTION_PREFIX, CAPTIONS_PER_IMAGE, RESOLUTIONS
 
@@ -146,7 +145,3 @@ def gaia_fields(answer: RSImage) -> dict[str, Any]:
         "captions": answer.captions,
     }
 
-
-def schema_text(schema: dict[str, Any]) -> str:
-    """The schema as compact JSON, part of a cache key."""
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
