@@ -216,3 +216,18 @@ def test_prompts_are_data_with_provenance_and_a_version(tmp_path):
         load_prompt("annotate", tmp_path)
     with pytest.raises(EarthvlError, match="summary.json cannot be read"):
         load_prompt("summary", tmp_path)
+
+
+def test_records_read_parquet_and_datasets_folders(tmp_path):
+    from datasets import Dataset
+
+    rows = {"id": [7, 8], "image_src": ["http://x.org/7.png", "http://x.org/8.png"], "article": ["a", None],
+            "lat": [1.5, None], "lon": [2.5, None]}
+    Dataset.from_dict(rows).to_parquet(tmp_path / "r.parquet")
+    Dataset.from_dict(rows).save_to_disk(tmp_path / "saved")
+    for source in (tmp_path / "r.parquet", tmp_path / "saved"):
+        records, refused, ignored = load_records(source)
+        assert [(r.id, r.article, r.lat, r.lon) for r in records] == [(7, "a", 1.5, 2.5), (8, "", None, None)]
+        assert refused == ignored == []
+    with pytest.raises(EarthvlError, match="not a `datasets` folder"):
+        load_records(tmp_path)
