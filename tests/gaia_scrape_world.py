@@ -23,6 +23,8 @@ PLACES = {
 }
 INVALID_ONCE = "MARKER-INVALID-ONCE"
 INVALID_ALWAYS = "MARKER-INVALID-ALWAYS"
+CHART = "MARKER-CHART"
+NOT_REMOTE_SENSING = "MARKER-NOT-RS"
 WORDS = "river flood plain delta sediment smoke plume cloud coast field forest city lake ice snow".split()
 
 
@@ -136,7 +138,7 @@ def scripted_answer(request, seen):
         "captions": [f"The image showcases: Scene {i} near {place or 'an unnamed place'}." for i in range(5)],
     }
     if "is_chart" in schema["schema"]["properties"]:
-        answer |= {"is_remote_sensing": True, "is_chart": False}
+        answer |= {"is_remote_sensing": NOT_REMOTE_SENSING not in text, "is_chart": CHART in text}
     return json.dumps(answer, ensure_ascii=False)
 
 

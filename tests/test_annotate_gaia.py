@@ -145,6 +145,23 @@ def _local_world(root, count):
     return records, prompts
 
 
+def test_filters_drop_charts_and_images_that_are_not_remote_sensing(chat, tmp_path):
+    from gaia_scrape_world import CHART, NOT_REMOTE_SENSING
+
+    records, _ = _local_world(tmp_path, 3)
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    rows[1]["article"] += " " + CHART
+    rows[2]["article"] += " " + NOT_REMOTE_SENSING
+    records.write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "a"
+    assert cli(["annotate", "gaia", "--records", str(records), "--out", str(out), "--backend", "openai", "--model", "m",
+                "--base_url", chat.base_url, "--filters", "--quiet"]) == 0  # fmt: skip
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert [(e["id"], e["step"]) for e in report["dropped"]] == [(1, "filter"), (2, "filter")]
+    assert "chart" in report["dropped"][0]["reason"] and "not a remote-sensing" in report["dropped"][1]["reason"]
+    assert [row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())] == [0]
+
+
 @pytest.mark.slow
 def test_429_and_500_are_retried_and_a_dead_request_is_reported(server, tmp_path):
     valid = {"tag": ["a", "b", "c"], "location": None, "modality": None, "satellite": None, "sensor": None,
