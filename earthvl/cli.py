@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("earthvl.scripts.quickstart", "The whole job end to end: datasets, training, evaluation, cards, Space."),
     "sample": ("earthvl.scripts.sample", "Write the offline sample world (GAIA and ChatEarthNet formats) and tiny models."),
     "build chatearthnet": ("earthvl.scripts.build_chatearthnet", "Build ChatEarthNet into a Hub-ready dataset folder."),
+    "generate chatearthnet": ("earthvl.scripts.generate_chatearthnet", "Caption Sentinel-2 patches from land-cover maps (ChatEarthNet's method)."),
+    "eval faithfulness": ("earthvl.scripts.eval_faithfulness", "Score captions against land-cover maps: classes, regions, sizes."),
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
     "annotate gaia": ("earthvl.scripts.annotate_gaia", "Annotate scraped image-text records into a GAIA-format dataset (GAIA's framework)."),
     "convert geochat": ("earthvl.scripts.convert_geochat", "Convert a GeoChat checkpoint into a plain transformers LLaVA folder."),

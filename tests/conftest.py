@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from fake_http import FakeServer  # noqa: E402  (after the offline switches, which the Hub clients read on import)
+from llm_servers import transformers_server  # noqa: E402,F401  (a session fixture: one server for all tests)
 
 
 @pytest.fixture(scope="session")

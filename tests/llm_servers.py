@@ -40,14 +40,15 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def transformers_server(tmp_path_factory):
-    """`transformers serve` with the tiny LLaVA preloaded, on a free loopback port, CPU only; killed at teardown."""
+    """`transformers serve` with the (long-context) tiny LLaVA preloaded, on a free loopback port, CPU only; killed at teardown."""
     if shutil.which("transformers") is None:
         pytest.fail("the `transformers` command is missing: install earthvl's test extra (transformers[serving])")
-    from earthvl.models.tiny import resolve_model
+    folder = tmp_path_factory.mktemp("transformers-serve")
+    from earthvl.models.tiny import long_context_copy
 
-    model = resolve_model("tiny-llava")
+    model = long_context_copy("tiny-llava", folder / "tiny-llava-4k")
     port = free_port()
-    log = tmp_path_factory.mktemp("transformers-serve") / "serve.log"
+    log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [
         "transformers", "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from gaia_scrape_world import PLACES, PLANTED, ScriptedChatServer, build_world
-from llm_servers import CHAT_PATH, chat_route, transformers_server  # noqa: F401  (fixture)
+from llm_servers import CHAT_PATH, chat_route
 
 from earthvl.builders.gaia import layout
 from earthvl.cli import main as cli

@@ -9,7 +9,8 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
-from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES, class_shares
+from earthvl.builders.chatearthnet.generation import class_shares
+from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES
 from earthvl.errors import EarthvlError
 from earthvl.eval import benchmarks
 from earthvl.eval.benchmarks import KNOWN, load_benchmark, resolve

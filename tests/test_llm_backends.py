@@ -2,12 +2,11 @@
 429/500/slow/truncated/non-JSON answers and a refused key. The openai client is never patched."""
 
 import io
-import json
 import time
 
 import pytest
 from fake_http import closed_port
-from llm_servers import chat_route, completion_body, sent_requests, transformers_server  # noqa: F401  (fixture)
+from llm_servers import chat_route, sent_requests
 from PIL import Image
 
 from earthvl.llm.backends import (
@@ -235,3 +234,10 @@ def test_transformers_backend_batches_a_local_vlm():
     assert all(r.prompt_tokens > 10 and 1 <= r.completion_tokens <= 5 for r in results[:3])
     assert isinstance(results[3], RequestFailed) and "data: URLs" in str(results[3])
     assert local.settings() == {"backend": "transformers", "model": "tiny-llava", "dtype": "auto"}
+
+
+def test_a_rejected_request_fails_with_the_servers_reason(server):
+    url = chat_route(server, status=400, body=b'{"detail": "prompt of 815 tokens is longer than 512"}')
+    with pytest.raises(RequestFailed, match="HTTP 400: .*prompt of 815 tokens is longer than 512"):
+        backend(url).chat(HELLO)
+    assert server.hits["/v1/chat/completions"] == 1  # a 400 is not retried

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from earthvl.builders.chatearthnet import layout
-from earthvl.builders.chatearthnet.landcover import BANNED_WORDS, CLASS_NAMES, LAND_COVER_CLASSES
-from earthvl.sample.captions import NODATA_CAPTION
+from earthvl.builders.chatearthnet.generation import BANNED_WORDS
+from earthvl.builders.chatearthnet.landcover import CLASS_NAMES, LAND_COVER_CLASSES
+from earthvl.builders.chatearthnet.template import NODATA_CAPTION
 
 NAME = re.compile(r"^(\d+)_(\d+)_patch(00|01|10|11)\.png$")
 REGION_WINDOWS = {

@@ -208,7 +208,8 @@ class OpenAIBackend:
         except openai.APIStatusError as error:
             if self._retryable(error):
                 raise RequestFailed(f"HTTP {error.status_code} {tries}") from None
-            raise RequestFailed(f"HTTP {error.status_code}: {error.message}") from None
+            detail = " ".join(error.response.text.split())[:300]
+            raise RequestFailed(f"HTTP {error.status_code}: {detail or error.message}") from None
         except openai.APIResponseValidationError as error:
             raise RequestFailed(f"not a chat completion: {error.message}") from None
         return self._result(response)

@@ -9,7 +9,9 @@ All three models share one byte-level BPE tokenizer trained on a small corpus; `
 ``TINY_MODELS`` to cached builds and passes every other name through to ``from_pretrained``.
 """
 
+import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -305,6 +307,19 @@ def resolve_model(name_or_path: str) -> str:
     if not target.is_dir():
         with staged_dir(target, replace=False) as staging:
             _BUILDERS[name_or_path](staging, build_tokenizer(_default_corpus()))
+    return str(target)
+
+
+def long_context_copy(name_or_path: str, target: str | os.PathLike, context: int = 4096) -> str:
+    """A copy of a tiny LLaVA build at `target` that accepts `context` tokens (e.g. ChatEarthNet's ~800-token
+    generator prompts). Its Llama decoder uses rotary positions, so only the configured limits change, no weight."""
+    target = Path(target)
+    shutil.copytree(resolve_model(name_or_path), target)
+    for name, key, section in (("config.json", "max_position_embeddings", "text_config"),
+                               ("tokenizer_config.json", "model_max_length", None)):
+        config = json.loads((target / name).read_text())
+        (config[section] if section else config)[key] = context
+        (target / name).write_text(json.dumps(config, indent=2))
     return str(target)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Iterable
 
 from earthvl import __version__
-from earthvl.builders.chatearthnet.landcover import caption_statistics
+from earthvl.builders.chatearthnet.generation import caption_statistics
 from earthvl.errors import EarthvlError
-from earthvl.sample.captions import gpt35_caption
+from earthvl.builders.chatearthnet.template import gpt35_caption
 from earthvl.sample.chatearthnet import (
     ChatEarthNetSample,
     caption_rng,

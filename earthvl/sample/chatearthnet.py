@@ -10,8 +10,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from earthvl.builders.chatearthnet import layout
-from earthvl.builders.chatearthnet.landcover import BACKGROUND, caption_statistics
-from earthvl.sample.captions import gpt4v_caption, gpt35_caption
+from earthvl.builders.chatearthnet.generation import caption_statistics
+from earthvl.builders.chatearthnet.landcover import BACKGROUND
+from earthvl.builders.chatearthnet.template import gpt4v_caption, gpt35_caption
 from earthvl.sample.files import PngWriter, json_bytes, write_bytes, write_zip
 from earthvl.sample.spectra import render_bands
 from earthvl.sample.splits import assign_splits

@@ -10,7 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from earthvl.builders.chatearthnet import layout
-from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES, class_shares
+from earthvl.builders.chatearthnet.generation import class_shares
+from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES
 from earthvl.sample.chatearthnet import ChatEarthNetSample, iter_patches, iter_tiles
 
 SPLIT = "test"

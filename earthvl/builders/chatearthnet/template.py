@@ -1,4 +1,5 @@
-"""Deterministic caption templates rendering ChatEarthNet's land-cover statistics, faithful to the label map.
+"""The `template` backend of `earthvl generate chatearthnet` (and the sample world's captions): deterministic
+captions rendering ChatEarthNet's land-cover statistics, faithful to the label map.
 
 The gpt35 style follows the upstream generation rules: spatial order, dominant class first with its location,
 classes of each part in descending coverage, varied wording, the main theme last, none of the banned words.
@@ -9,13 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from earthvl.builders.chatearthnet.landcover import (
-    LAND_COVER_CLASSES,
-    REGIONS,
-    SIZE_NOUNS,
-    CaptionStatistics,
-    size_word,
-)
+from earthvl.builders.chatearthnet.generation import REGIONS, SIZE_NOUNS, CaptionStatistics, size_word
+from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES
 
 NODATA_CAPTION = "This image contains no valid land cover information; it is a blank no-data placeholder."
 
@@ -50,7 +46,7 @@ def _article(phrase: str) -> str:
 
 
 def _amount(rng: np.random.Generator, share: float) -> str:
-    return _article(f"{size_word(share)} {SIZE_NOUNS[int(rng.integers(len(SIZE_NOUNS)))]}")
+    return _article(f"{size_word(share, rounded=False)} {SIZE_NOUNS[int(rng.integers(len(SIZE_NOUNS)))]}")
 
 
 def _join(items: list[str]) -> str:

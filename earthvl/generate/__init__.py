@@ -1,0 +1,1 @@
+"""Generators that make new data with a method of a published dataset (`earthvl generate ...`)."""

@@ -1,0 +1,135 @@
+"""Faithfulness scores of hand-written captions, computed by hand against one hand-made map."""
+
+import json
+
+import numpy as np
+import pytest
+
+from earthvl.cli import main as cli
+from earthvl.eval.faithfulness import evaluate_faithfulness, parse_claims, score_caption, shuffled_pairs
+
+WATER, DEVELOPED, TREE, SNOW = 1, 2, 3, 8
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Left half water, right half tree, a 56x56 developed block at the bottom right.
+
+    overall: water 32768, tree 29632, developed 3136 (dominant: water, 50% of the map);
+    top left: water 100%; top right: tree 100%; bottom left: water 100%;
+    bottom right: tree 13248 (80.9% -> extra large), developed 3136 (19.1% -> small);
+    middle: water 50%, tree 50%."""
+    labels = np.full((256, 256), TREE, dtype=np.uint8)
+    labels[:, :128] = WATER
+    labels[200:, 200:] = DEVELOPED
+    return labels
+
+
+def test_a_faithful_caption_scores_perfectly(scene):
+    caption = (
+        "Water dominates the scene, taking up a large portion of the image. The top left part holds an extra large "
+        "amount of water. The top right part is covered by trees. The bottom right part has an extra large portion "
+        "of forest and a small part of urban area."
+    )
+    score = score_caption(caption, scene)
+    assert (score.precision, score.recall, score.dominant_first) == (1.0, 1.0, True)
+    assert (score.region_agreement, score.size_agreement) == (1.0, 1.0)
+    claims = parse_claims(caption)
+    assert claims.regions == [(WATER, "top left"), (TREE, "top right"), (TREE, "bottom right"), (DEVELOPED, "bottom right")]
+    assert claims.sizes == [(WATER, None, "large"), (WATER, "top left", "extra large"), (TREE, "bottom right", "extra large"),
+                            (DEVELOPED, "bottom right", "small")]
+
+
+def test_wrong_dominant_class_and_an_invented_class(scene):
+    score = score_caption("Snow covers most of the scene. There are trees in the top right part and water in the "
+                          "top left part.", scene)
+    # named snow, tree, water: 2 of 3 present; expected water, tree, developed: 2 of 3 named
+    assert score.precision == pytest.approx(2 / 3) and score.recall == pytest.approx(2 / 3)
+    assert score.dominant_first is False and score.invented == ["snow"] and score.missed == ["developed"]
+    assert score.region_agreement == 1.0 and score.size_agreement is None
+
+
+def test_swapped_regions(scene):
+    score = score_caption("Water fills the top right part, while trees cover the top left part.", scene)
+    assert (score.precision, score.recall, score.dominant_first) == (1.0, pytest.approx(2 / 3), True)
+    assert score.region_agreement == 0.0  # water is not in the top right's top three, nor tree in the top left's
+
+
+def test_synonyms_name_the_classes(scene):
+    score = score_caption("Built-up land and woodland sit beside a lake.", scene)
+    assert score.named == ["developed", "tree", "water"]
+    assert (score.precision, score.recall, score.dominant_first) == (1.0, 1.0, False)
+    assert score.region_agreement is None
+
+
+def test_wrong_size_words_and_banned_words(scene):
+    score = score_caption("The bottom right part appears to hold a small portion of trees and a large portion of "
+                          "developed area.", scene)
+    assert score.size_agreement == 0.0  # tree is extra large there, developed small
+    assert score.banned_words == ["appears"]
+
+
+def test_blank_map_and_no_data_caption():
+    blank = np.zeros((256, 256), dtype=np.uint8)
+    score = score_caption("This image contains no valid land cover information.", blank)
+    assert (score.precision, score.recall, score.dominant_first) == (1.0, 1.0, None)
+    assert score_caption("Water everywhere.", blank).precision == 0.0
+
+
+def test_dataset_summary_means_each_metric_where_defined(scene):
+    captions = {"a": "Water and trees and urban blocks.", "b": "Snow and ice."}
+    summary, per = evaluate_faithfulness(captions, {"a": scene, "b": scene})
+    assert per["b"]["precision"] == 0.0 and per["a"]["precision"] == 1.0
+    assert summary["precision"] == 0.5 and summary["dominant_first"] == 0.5 and summary["invented"] == {"snow": 1}
+    assert summary["region_agreement"] is None and summary["region_agreement_n"] == 0
+
+
+def test_shuffled_pairs_never_keep_a_caption_with_its_own_map():
+    names = [f"n{i}" for i in range(9)]
+    pairs = shuffled_pairs(names, seed=1)
+    assert sorted(pairs) == names and sorted(pairs.values()) == names
+    assert all(k != v for k, v in pairs.items())
+
+
+def test_sample_world_captions_are_faithful_and_shuffled_ones_are_not(sample_world, tmp_path, capsys):
+    from PIL import Image
+
+    from earthvl.builders.chatearthnet.generation import colour_map
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for patch in sample_world.chatearthnet.patches:
+        Image.fromarray(colour_map(patch.label_map)).save(labels / patch.file_name)
+    root = str(sample_world.chatearthnet.root)
+    results = {}
+    for name, extra in (("own", []), ("shuffled", ["--shuffle_maps"])):
+        out = tmp_path / f"{name}.json"
+        assert cli(["eval", "faithfulness", "--dataset", root, "--labels", str(labels), "--split", "train",
+                    "--out", str(out), *extra]) == 0
+        results[name] = json.loads(out.read_text())["summary"]
+    own, shuffled = results["own"], results["shuffled"]
+    for metric in ("precision", "recall", "dominant_first", "region_agreement", "size_agreement"):
+        assert own[metric] == 1.0, metric
+        assert shuffled[metric] < 0.7, metric
+    assert own["banned_word_rate"] == 0.0 and own["captions"] >= 20
+
+
+def test_predictions_files_are_scored_against_their_maps(scene, tmp_path, capsys):
+    from PIL import Image
+
+    from earthvl.builders.chatearthnet.generation import colour_map
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    Image.fromarray(colour_map(scene)).save(labels / "1_2_patch00.png")
+    predictions = tmp_path / "p.predictions.jsonl"
+    rows = [{"row": 0, "id": "1_2_patch00.png", "prediction": "Snow and water."},
+            {"row": 1, "id": "9_9_patch11.png", "prediction": "Trees."}]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "f.json"
+    assert cli(["eval", "faithfulness", "--predictions", str(predictions), "--labels", str(labels), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["captions"]["1_2_patch00.png"]["precision"] == 0.5
+    assert result["summary"]["captions"] == 1
+    assert result["summary"]["skipped"] == [{"caption": "9_9_patch11.png",
+                                             "reason": f"no land-cover map for 9_9_patch11.png in {labels}"}]
