@@ -200,11 +200,11 @@ def test_the_tiny_local_model_annotates_through_constrained_decoding(tmp_path):
 @pytest.mark.slow
 def test_a_real_server_without_structured_output_is_retried_then_reported(transformers_server, tmp_path):
     """`transformers serve` ignores response_format, so the tiny model's babble violates the schema: each record is
-    asked 1 + schema_retries times and then reported, and nothing unvalidated reaches the dataset."""
-    records, prompts = _local_world(tmp_path, 2)
+    asked 1 + schema_retries times with the shipped prompts and then reported, and nothing unvalidated reaches the
+    dataset."""
+    records, _ = _local_world(tmp_path, 2)
     out = tmp_path / "annotated"
-    assert cli(["annotate", "gaia", "--records", str(records), "--out", str(out), "--prompt_dir", str(prompts),
-                "--backend", "openai", "--model",
+    assert cli(["annotate", "gaia", "--records", str(records), "--out", str(out), "--backend", "openai", "--model",
                 transformers_server.model, "--base_url", transformers_server.base_url, "--max_tokens", "12",
                 "--schema_retries", "1", "--quiet"]) == 0  # fmt: skip
     report = json.loads((out / "annotation_report.json").read_text())
