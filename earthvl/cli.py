@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate chatearthnet": ("earthvl.scripts.generate_chatearthnet", "Caption Sentinel-2 patches from land-cover maps (ChatEarthNet's method)."),
     "eval faithfulness": ("earthvl.scripts.eval_faithfulness", "Score captions against land-cover maps: classes, regions, sizes."),
     "build gaia": ("earthvl.scripts.build_gaia", "Build GAIA into a Hub-ready dataset folder."),
+    "annotate gaia": ("earthvl.scripts.annotate_gaia", "Annotate scraped image-text records into a GAIA-format dataset (GAIA's framework)."),
     "convert geochat": ("earthvl.scripts.convert_geochat", "Convert a GeoChat checkpoint into a plain transformers LLaVA folder."),
     "publish": ("earthvl.scripts.publish", "Upload a built dataset folder or a trained model to the Hugging Face Hub."),
     "train vlm": ("earthvl.scripts.train_vlm", "Instruction-tune a LLaVA-style VLM with TRL (QLoRA by default)."),
