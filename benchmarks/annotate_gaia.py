@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from gaia_scrape_world import PLACES, ScriptedChatServer, article, encoded  # noqa: E402
 
-from earthvl.builders.download import FetchPolicy  # noqa: E402
+from earthvl.builders.download.policy import FetchPolicy  # noqa: E402
 from earthvl.builders.gaia.annotate import dedup  # noqa: E402
 from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments  # noqa: E402
 from earthvl.builders.gaia.annotate.pipeline import annotate_gaia  # noqa: E402

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from earthvl.builders.download import FetchPolicy, fetch_all
+from earthvl.builders.download.crawler import fetch_all
+from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.gaia.annotate.clean import word_count
 from earthvl.builders.gaia.annotate.records import Record
 from earthvl.builders.gaia.annotate.report import AnnotationReport

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from earthvl.atomic import check_writable
-from earthvl.builders.download import FetchPolicy
+from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.gaia.annotate import clean, dedup, extract, geocode, summarise, write
 from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments
 from earthvl.builders.gaia.annotate.prompts import load_prompt

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from earthvl.builders.download import key_problem
+from earthvl.builders.download.crawler import key_problem
 from earthvl.errors import EarthvlError
 
 COLUMNS = ("id", "image_src", "image_alt", "article", "credits", "page_url", "date", "lat", "lon")

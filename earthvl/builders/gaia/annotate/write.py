@@ -12,7 +12,7 @@ from earthvl import atomic
 from earthvl.builders.gaia import layout
 from earthvl.builders.gaia.annotate.records import Record
 from earthvl.builders.gaia.annotate.report import AnnotationReport
-from earthvl.builders.splits import spatiotemporal_split
+from earthvl.builders.stratified_splits import spatiotemporal_split
 
 STEP = "split"
 
