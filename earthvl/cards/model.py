@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -25,6 +25,7 @@ from earthvl.atomic import write_bytes
 from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
 from earthvl.eval_results import check_results, read_results
+from earthvl.models.families import BLIP2, FAMILIES, VLM, family_of_class, family_of_model_type
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 EVAL_DIR = "eval"
@@ -74,30 +75,6 @@ PROTOCOL_OF_METRIC = {("hf", "meteor"): "NLTK, HF evaluate style"}
 """Where a metric's implementation says more than its protocol's name."""
 
 
-class Family(NamedTuple):
-    """How a model family is named, loaded and tagged."""
-
-    name: str
-    model_class: str
-    processor_class: str
-    pipeline_tag: str
-    train_command: str
-    """`earthvl train <this>`"""
-    tag: str
-
-
-FAMILIES = {
-    "clip": Family("CLIP", "CLIPModel", "CLIPProcessor", "zero-shot-image-classification", "clip", "clip"),
-    "blip2": Family("BLIP-2", "Blip2ForConditionalGeneration", "AutoProcessor", "image-to-text", "blip2", "blip-2"),
-    "llava": Family("LLaVA", "LlavaForConditionalGeneration", "AutoProcessor", "image-text-to-text", "vlm", "llava"),
-}
-MODEL_TYPES = {"clip": "clip", "blip-2": "blip2", "llava": "llava"}
-"""transformers `model_type` -> family."""
-TASK_WORDS = {
-    "clip": "zero-shot scene classification and image-text retrieval",
-    "blip2": "captioning",
-    "llava": "captioning, scene classification and visual question answering",
-}
 RECIPE_KEYS = (
     "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
     "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "optim", "bf16", "fp16",
@@ -190,6 +167,9 @@ def load_results(results: Sequence[str | Path | Mapping[str, Any]]) -> list[Resu
             loaded.append(Results(_results_name(data), data))
         else:
             loaded.append(Results(Path(item).name, read_results(item), Path(item)))
+        family = loaded[-1].data["model"]["family"]
+        if family not in FAMILIES:
+            raise EarthvlError(f"{loaded[-1].name}: model.family {family!r} is not one of {', '.join(FAMILIES)}")
     models: dict[str, str] = {}
     for r in loaded:
         models.setdefault(r.data["model"]["id"], r.name)
@@ -251,9 +231,11 @@ def eval_results(loaded: Sequence[Results], model_id: str | None = None) -> list
 def _family(files: Mapping[str, Any]) -> str | None:
     model_type = (files.get("config.json") or {}).get("model_type")
     if model_type:
-        return MODEL_TYPES.get(model_type)
-    base_class = ((files.get("adapter_config.json") or {}).get("auto_mapping") or {}).get("base_model_class")
-    return next((family for family, spec in FAMILIES.items() if spec.model_class == base_class), None)
+        family = family_of_model_type(model_type)
+    else:
+        base_class = ((files.get("adapter_config.json") or {}).get("auto_mapping") or {}).get("base_model_class")
+        family = family_of_class(base_class)
+    return family.name if family else None
 
 
 def _newest_state(folder: Path) -> dict[str, Any] | None:
@@ -301,9 +283,8 @@ def _usage(family: str | None, adapter: bool, model_id: str, base: str | None, v
     base_shown = base or "BASE_MODEL"
     folder = f'snapshot_download("{model_id}")' if is_hub_id(model_id) else f'"{model_id}"'
     download = "from huggingface_hub import snapshot_download\n" if is_hub_id(model_id) else ""
-    earthvl_module = "vlm" if family == "llava" else "blip2"
     earthvl_code = (
-        f"```python\n{download}from earthvl.models.{earthvl_module} import load_adapter\n\n"
+        f"```python\n{download}from {FAMILIES[family].adapter_module} import load_adapter\n\n"
         f'model, processor = load_adapter({folder}, base="{base_shown}")\n```'
     )
     if vision:
@@ -316,7 +297,7 @@ def _usage(family: str | None, adapter: bool, model_id: str, base: str | None, v
         f'base = {model_class}.from_pretrained("{base_shown}")\nmodel = PeftModel.from_pretrained(base, "{model_id}")\n'
         f'processor = {processor_class}.from_pretrained("{model_id}")\n```'
     )
-    extra = ", which also applies the saved generation settings (`generation_config.json`)" if family == "blip2" else ""
+    extra = ", which also applies the saved generation settings (`generation_config.json`)" if family == BLIP2.name else ""
     text = f"A PEFT LoRA adapter on `{base_shown}`:\n\n{peft_code}\n\nOr with earthvl{extra}:\n\n{earthvl_code}"
     if not is_hub_id(base):
         text += f"\n\nThe adapter was trained on `{base_shown}`, which is not a Hub id: load it from where you have it."
@@ -324,7 +305,7 @@ def _usage(family: str | None, adapter: bool, model_id: str, base: str | None, v
 
 
 def _summary(family: str | None, adapter: bool, merged: bool, base: str | None) -> str:
-    name = FAMILIES[family].name if family else "vision-language"
+    name = FAMILIES[family].display if family else "vision-language"
     trained = "fine-tuned with earthvl on remote-sensing image-text data"
     if adapter:
         what = f"A LoRA adapter (PEFT) for a {name} model, {trained}"
@@ -335,7 +316,7 @@ def _summary(family: str | None, adapter: bool, merged: bool, base: str | None) 
     base_text = f"`{base}`" if base else "not recorded"
     if is_hub_id(base):
         base_text = f"[{base}](https://huggingface.co/{base})"
-    command = f" (`earthvl train {FAMILIES[family].train_command}`)" if family else ""
+    command = f" (`earthvl train {family}`)" if family else ""
     return f"{what}. Weights are safetensors.\n\n- Base model: {base_text}\n- Family: {name}{command}"
 
 
@@ -397,7 +378,7 @@ def _recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str
     recipe.update({key: args.get(key) for key in RECIPE_KEYS if args.get(key) not in (None, -1)})
     recipe = {key: value for key, value in recipe.items() if value is not None}
     sources = ", ".join(f"`{name}`" for name in files if name in RECIPE_SOURCES) or "no settings files"
-    command = f"earthvl train {FAMILIES[folder.family].train_command}" if folder.family else "earthvl train"
+    command = f"earthvl train {folder.family}" if folder.family else "earthvl train"
     text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip()
     return (
         f"Read back from the output folder ({sources}) in the form of an `{command} --config` recipe; options the "
@@ -549,7 +530,7 @@ def render_model_card(
         tags=[*TAGS, *([FAMILIES[family].tag] if family else []), *(["lora"] if adapter else [])],
     )
     geochat = any("geochat" in r.data["metrics"] for r in loaded)
-    citations = [family] if family else list(FAMILIES)
+    citations = [FAMILIES[family].citation] if family else [spec.citation for spec in FAMILIES.values()]
     return ModelCard.from_template(
         data,
         template_path=str(TEMPLATE),
@@ -560,9 +541,9 @@ def render_model_card(
         recipe=_recipe(folder, base, datasets),
         hardware=_hardware(folder),
         evaluations=[_evaluation(r, model_id, base if adapter else None) for r in loaded],
-        intended_tasks=TASK_WORDS.get(family, "captioning, classification and retrieval"),
+        intended_tasks=FAMILIES[family].task_words if family else "captioning, classification and retrieval",
         family=family,
-        citations=[*citations, *(["geochat"] if geochat or family == "llava" else [])],
+        citations=[*citations, *(["geochat"] if geochat or family == VLM.name else [])],
     )
 
 
