@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "earthvl"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "earthvl"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
-        "base: errors, files, images, shared contracts",
+        "base",
         (
             "earthvl",
             "earthvl.errors",
@@ -46,7 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("earthvl.models",)),
     ("sample world", ("earthvl.sample",)),
     (
-        "datasets: builders, dataset cards, loading; model names",
+        "datasets",
         (
             "earthvl.builders.download",
             "earthvl.builders.folder",
@@ -63,7 +64,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("training and evaluation", ("earthvl.train", "earthvl.eval")),
-    ("publishing: model cards, the Hub, the Space", ("earthvl.cards", "earthvl.hub", "earthvl.space")),
+    ("publishing", ("earthvl.cards", "earthvl.hub", "earthvl.space")),
     ("entry points", ("earthvl.scripts", "earthvl.cli", "earthvl.__main__", "earthvl.quickstart")),
 )
 """(layer, module names or packages), lowest layer first."""
@@ -181,3 +182,10 @@ def test_no_import_from_a_lower_layer_up_to_a_higher_one():
 def test_exceptions_are_real_imports():
     stale = [pair for pair in EXCEPTIONS if pair[1] not in GRAPH.get(pair[0], set())]
     assert stale == [], f"EXCEPTIONS lists imports that no longer exist: {stale}"
+
+
+def test_the_readme_map_names_the_same_layers_in_order():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Where things live", 1)[1].split("\n### ", 1)[0]
+    named = [line.split("**")[1] for line in section.splitlines() if line.startswith("- **")]
+    assert [name for name in named if name != "shared contracts"] == [name for name, _ in LAYERS]
