@@ -19,11 +19,19 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
+SLOW_FIXTURES = ("caption_world",)
+"""Session fixtures that make every test using them slow: `caption_world` builds a 48-tile world and two datasets."""
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """On a pytest-xdist worker (`-n 2 --dist loadgroup`, the README's test command): one group per module, so a
-    module's fixtures are built once; one group for all modules sharing a costly session fixture; groups holding
-    slow tests first, so the longest work starts first and the workers finish together."""
+    """Tests using a SLOW_FIXTURES fixture are `slow` (before `-m` deselects). On a pytest-xdist worker (`-n 2 --dist
+    loadgroup`, the README's test command): one group per module, so a module's fixtures are built once; one group
+    for all modules sharing a costly session fixture; groups holding slow tests first, so the longest work starts
+    first and the workers finish together."""
+    for item in items:
+        if any(name in item.fixturenames for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     uses = {}
