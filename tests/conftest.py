@@ -8,6 +8,42 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from fake_http import FakeServer  # noqa: E402  (after the offline switches, which the Hub clients read on import)
 from llm_servers import transformers_server  # noqa: E402,F401  (a session fixture: one server for all tests)
 
+SHARED_FIXTURES = ("caption_world", "hub_replica")
+"""Session fixtures costly enough that every module using one runs on the same pytest-xdist worker."""
+
+
+def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:  # a pytest-xdist worker: share the cores with the others instead of each taking all of them
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+
+
+SLOW_FIXTURES = ("caption_world",)
+"""Session fixtures that make every test using them slow: `caption_world` builds a 48-tile world and two datasets."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Tests using a SLOW_FIXTURES fixture are `slow` (before `-m` deselects). On a pytest-xdist worker (`-n 2 --dist
+    loadgroup`, the README's test command): one group per module, so a module's fixtures are built once; one group
+    for all modules sharing a costly session fixture; groups holding slow tests first, so the longest work starts
+    first and the workers finish together."""
+    for item in items:
+        if any(name in item.fixturenames for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    uses = {}
+    for item in items:
+        uses.setdefault(item.module.__name__, set()).update(item.fixturenames)
+    group = {module: next((name for name in SHARED_FIXTURES if name in names), module) for module, names in uses.items()}
+    slow = {group[item.module.__name__] for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
+    items.sort(key=lambda item: group[item.module.__name__] not in slow)  # stable: collection order within each
+
 
 @pytest.fixture(scope="session")
 def sample_world(tmp_path_factory):

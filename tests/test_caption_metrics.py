@@ -74,6 +74,7 @@ def coco_pair():
     return ours, _pycocoevalcap(one_line, _as_lists(REFERENCES))
 
 
+@pytest.mark.slow
 def test_coco_matches_pycocoevalcap(coco_pair):
     ours, reference = coco_pair
     assert list(ours) == COCO_KEYS
@@ -95,6 +96,7 @@ def test_ptb_tokens_match_pycocoevalcap():
     assert _ptb_tokenize(shutil.which("java"), captions) == [expected[i][0] for i in range(len(captions))]
 
 
+@pytest.mark.slow
 def test_coco_hand_checkable(monkeypatch, capfd):
     started = []
 

@@ -135,6 +135,7 @@ def _worker(rank, world, port, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_objective_of_one_global_batch(tmp_path):
     import socket
 

@@ -32,6 +32,7 @@ def run(tmp_path_factory):
     return out, "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_every_trained_model_beats_its_base_on_every_summary_metric(run):
     out, printed = run
     rows = json.loads((out / "summary.json").read_text())
@@ -57,6 +58,7 @@ def test_every_trained_model_beats_its_base_on_every_summary_metric(run):
     assert format_table(rows) in printed
 
 
+@pytest.mark.slow
 def test_summary_values_are_the_results_files_and_the_cards_carry_them(run):
     out, _ = run
     rows = json.loads((out / "summary.json").read_text())
@@ -77,6 +79,7 @@ def test_summary_values_are_the_results_files_and_the_cards_carry_them(run):
     assert accuracy in [m["value"] for e in clip_card["model-index"] for r in e["results"] for m in r["metrics"]]
 
 
+@pytest.mark.slow
 def test_the_report_says_where_everything_went(run):
     out, printed = run
     assert "[1/18] sample world: 24 ChatEarthNet tiles, 100 GAIA scenes" in printed
@@ -88,6 +91,7 @@ def test_the_report_says_where_everything_went(run):
     assert (out / "space" / "models" / "vlm" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_every_finished_step(run, capsys):
     out, _ = run
     summary = (out / "summary.json").read_text()

@@ -93,6 +93,7 @@ def drive(browser, url: str, image: Path, bad_image: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_person_captions_classifies_and_searches(browser, served, space, image, tmp_path):
     shots = tmp_path / "screenshots"
     bad_image = tmp_path / "notes.png"

@@ -85,6 +85,7 @@ def trained(caption_world, tmp_path_factory):
     return trainer, out
 
 
+@pytest.mark.slow
 def test_lora_fine_tuning_raises_held_out_caption_metrics(caption_world, trained, processor):
     base = Blip2ForConditionalGeneration.from_pretrained(resolve_model("tiny-blip2"))
     before, _ = held_out(caption_world, base, processor)
@@ -96,6 +97,7 @@ def test_lora_fine_tuning_raises_held_out_caption_metrics(caption_world, trained
     assert all(caption.startswith("The image showcases:") for caption in captions)
 
 
+@pytest.mark.slow
 def test_base_plus_adapter_and_the_merged_model_caption_as_the_trained_model(caption_world, trained, processor):
     trainer, out = trained
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [

@@ -57,6 +57,7 @@ def held_out(caption_world, model, processor):
     return classes, retrieval_metrics(images, texts, list(range(len(images)))), len(set(dominant)), len(images)
 
 
+@pytest.mark.slow
 def test_fine_tuning_raises_zero_shot_accuracy_and_retrieval_well_above_the_untrained_model(caption_world, trained):
     base = resolve_model("tiny-clip")
     before, before_retrieval, classes, images = held_out(caption_world, CLIPModel.from_pretrained(base), CLIPProcessor.from_pretrained(base))
@@ -71,6 +72,7 @@ def test_fine_tuning_raises_zero_shot_accuracy_and_retrieval_well_above_the_untr
     assert after_retrieval["image_to_text_R@5"] >= before_retrieval["image_to_text_R@5"] + 0.3
 
 
+@pytest.mark.slow
 def test_the_output_is_a_plain_clip_that_reproduces_the_trained_embeddings(trained):
     trainer, out = trained
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
@@ -167,6 +169,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_ends_where_the_uninterrupted_run_does(caption_world, tmp_path, monkeypatch):
     datasets = [f"{caption_world['cen']}:gpt35"]
     saving = ["--eval_split", "none", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2",
