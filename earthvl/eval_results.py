@@ -5,7 +5,8 @@ Layout (JSON, one object)::
     {
       "format": "earthvl-eval/1",
       "task": "caption" | "classify" | "retrieve",
-      "model":   {"id", "revision", "family" ("clip" | "blip2" | "llava"), "base_model" (adapters) or null},
+      "model":   {"id", "revision", "family" ("vlm" | "clip" | "blip2", `earthvl.models.families`),
+                  "base_model" (adapters) or null},
       "dataset": {"name" (short name or null), "id" (Hub id or local path), "config", "split", "revision",
                   "columns" {role: column}, "num_samples"},
       "metrics": {protocol: {metric: float or null (NaN)}},
@@ -87,6 +88,7 @@ def check_results(results: dict[str, Any], source: str = "results") -> dict[str,
     for field in ("id", "family"):
         if not results["model"].get(field):
             raise EarthvlError(f"{source}: model.{field} is missing")
+
     for field in ("id", "split"):
         if not results["dataset"].get(field):
             raise EarthvlError(f"{source}: dataset.{field} is missing")

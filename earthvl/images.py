@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import field
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,31 @@ DEFAULT_MAX_PIXELS = 2**27
 PIL_ERRORS = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
 """What PIL raises on a corrupt, truncated or oversized image."""
 HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+ON_BAD_IMAGE = ("stop", "skip")
+"""What a pipeline does with an image that fails to decode or is over the pixel limit."""
+
+
+def on_bad_image_option(default: str, skipped: str) -> Any:
+    """The `on_bad_image` option of a command's dataclass, `skipped` saying where skipped rows are listed.
+
+    The defaults differ on purpose: training stops (`"stop"`), since a bad image in the training data is a data bug
+    to fix before spending GPU hours on it; evaluation skips (`"skip"`), since a benchmark's score is over the rows
+    that decode and the results file counts and lists the others."""
+    if default not in ON_BAD_IMAGE:
+        raise ValueError(f"on_bad_image default {default!r}: choose one of {', '.join(ON_BAD_IMAGE)}")
+    return field(
+        default=default,
+        metadata={
+            "help": f"An image that fails to decode (or is over max_pixels): 'stop' with the row named, or 'skip' it "
+            f"({skipped}).",
+            "choices": list(ON_BAD_IMAGE),
+        },
+    )
+
+
+def max_pixels_option() -> Any:
+    """The `max_pixels` option of a command's dataclass (the same default everywhere: `DEFAULT_MAX_PIXELS`)."""
+    return field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Refuse images with more pixels than this."})
 
 
 class BadImage(EarthvlError):

@@ -25,13 +25,6 @@ from earthvl.errors import EarthvlError
 
 SAMPLE = "sample"
 """Dataset option value meaning "built from the offline sample world"."""
-TINY_MODELS = {"vlm": "tiny-llava", "clip": "tiny-clip", "blip2": "tiny-blip2"}
-RECIPES = {
-    "vlm": ("vlm/tiny", "vlm/geochat"),
-    "clip": ("clip/tiny", "clip/gaia"),
-    "blip2": ("blip2/tiny", "blip2/gaia"),
-}
-"""Family -> (recipe for its tiny model, recipe for a real checkpoint: the paper's)."""
 SUMMARY_METRICS = {
     "caption": ("coco", ("bleu_4", "meteor", "rouge_l")),
     "classify": ("clip_benchmark", ("acc1", "mean_per_class_recall")),
@@ -186,8 +179,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
 
-
-def default_recipe(family: str, model: str) -> str:
-    """The tiny recipe for the family's tiny model, else the paper's recipe."""
-    tiny, real = RECIPES[family]
-    return tiny if model == TINY_MODELS[family] else real

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from earthvl.errors import check_positive
-from earthvl.quickstart import SAMPLE, SUMMARY_FILE, TINY_MODELS, Evaluation, Step, default_recipe
+from earthvl.models.families import FAMILIES
+from earthvl.quickstart import SAMPLE, SUMMARY_FILE, Evaluation, Step
 
 
 @dataclass
@@ -36,9 +37,9 @@ class QuickstartArguments:
             "`sample` for the sample world's scenes/ (test patches by dominant land cover)."
         },
     )
-    vlm_model: str = field(default=TINY_MODELS["vlm"], metadata={"help": "LLaVA-style model to instruction-tune."})
-    clip_model: str = field(default=TINY_MODELS["clip"], metadata={"help": "CLIP model to fine-tune."})
-    blip2_model: str = field(default=TINY_MODELS["blip2"], metadata={"help": "BLIP-2 model to fine-tune."})
+    vlm_model: str = field(default=FAMILIES["vlm"].tiny_model, metadata={"help": "LLaVA-style model to instruction-tune."})
+    clip_model: str = field(default=FAMILIES["clip"].tiny_model, metadata={"help": "CLIP model to fine-tune."})
+    blip2_model: str = field(default=FAMILIES["blip2"].tiny_model, metadata={"help": "BLIP-2 model to fine-tune."})
     vlm_recipe: str | None = field(
         default=None, metadata={"help": "Recipe of `earthvl train vlm` (default: vlm/tiny for tiny-llava, else vlm/geochat)."}
     )
@@ -159,7 +160,7 @@ def plan(args: QuickstartArguments) -> Plan:
                     )
                 )
             evaluations.append(Evaluation(task, model, display, files["before"], files["after"]))
-        recipe = recipe or default_recipe(family, model)
+        recipe = recipe or FAMILIES[family].default_recipe(model)
         command = ["train", family, "--config", recipe, "--model_name_or_path", model, "--datasets", *datasets,
                    "--output_dir", run]
         if args.max_train_steps:

@@ -379,7 +379,7 @@ def test_eval_classify_runs_on_the_converted_model(tower, sp_model, sample_world
         "--max_samples", "3", "--max_new_tokens", "3", "--out", str(results_file),
     ]) == 0  # fmt: skip
     results = read_results(results_file)
-    assert results["model"]["family"] == "llava" and results["dataset"]["num_samples"] == 3
+    assert results["model"]["family"] == "vlm" and results["dataset"]["num_samples"] == 3
     rows = [json.loads(line) for line in predictions_path(results_file).read_text().splitlines()]
     assert len(rows) == 3 and all(isinstance(row["answer"], str) for row in rows)
     names = results["settings"]["class_names"]

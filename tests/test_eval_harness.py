@@ -83,7 +83,7 @@ def test_llava_caption_cli_on_chatearthnet(caption_world, tmp_path):
         "--max_samples", 4, "--max_new_tokens", 8, "--protocols", "hf", "--batch_size", 3, "--out", out,
     ) == 0  # fmt: skip
     results = read_results(out)
-    assert results["model"]["family"] == "llava" and list(results["metrics"]) == ["hf"]
+    assert results["model"]["family"] == "vlm" and list(results["metrics"]) == ["hf"]
     assert results["settings"]["prompt"] == CAPTION_INSTRUCTION
     assert results["dataset"]["columns"] == {"image": "image", "caption": "caption"}
     assert [len(row["references"]) for row in _predictions(out)] == [1, 1, 1, 1]

@@ -130,7 +130,7 @@ def captioned(trained, sample_gaia, tmp_path_factory):
 def test_eval_caption_and_classify_of_the_trained_adapter(trained, captioned, hub_replica, sample_world, sample_gaia, tmp_path):
     _, adapter = trained
     results = read_results(captioned)
-    assert results["model"]["family"] == "llava" and results["model"]["base_model"] == LLAVA
+    assert results["model"]["family"] == "vlm" and results["model"]["base_model"] == LLAVA
     assert results["settings"]["prompt"] == CAPTION_INSTRUCTION and results["settings"]["generation"]["max_new_tokens"] == 4
     predictions = [json.loads(line) for line in predictions_path(captioned).read_text().splitlines()]
     model, processor = load_adapter(adapter, dtype=torch.float32)

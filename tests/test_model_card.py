@@ -250,7 +250,7 @@ def test_vlm_adapter_card_cites_llava_and_geochat_and_loads_through_earthvl(tmp_
         "classify",
         {"geochat": {"acc1": 0.81, "mean_per_class_recall": 0.8, "unmatched": 0.02}},
         model=str(run),
-        family="llava",
+        family="vlm",
         base=base,
     )
     card = render_model_card(

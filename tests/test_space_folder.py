@@ -220,7 +220,7 @@ def test_pickles_are_refused_and_nothing_is_written(runs, sample_gaia, tmp_path)
 
 def test_models_the_space_cannot_run_are_refused(runs, sample_gaia, tmp_path):
     options = {"gallery_source": sample_gaia, "gallery_config": "default", "gallery_count": 3}
-    with pytest.raises(EarthvlError, match="holds a clip model; the Space's vlm model must be llava"):
+    with pytest.raises(EarthvlError, match="holds a clip model; the Space's vlm model must be LLaVA"):
         write_space(tmp_path / "space", vlm_model=runs["clip"], **options)
     adapter = Path(shutil.copytree(runs["vlm"], tmp_path / "vlm"))
     config = json.loads((adapter / "adapter_config.json").read_text())

@@ -13,13 +13,13 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from earthvl.atomic import write_bytes
 from earthvl.cards import model_sections as sections
-from earthvl.cards.families import FAMILIES, TASK_WORDS
 from earthvl.cards.hub_metrics import eval_results
 from earthvl.cards.model_folder import read_model_folder
 from earthvl.cards.naming import display_name, is_hub_id
 from earthvl.cards.results_files import EVAL_DIR, copy_results, load_results
 from earthvl.dataset_folder import CARD_FILE
 from earthvl.errors import EarthvlError
+from earthvl.models.families import FAMILIES, VLM
 from earthvl.training_output import VISION_FILE
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
@@ -66,7 +66,7 @@ def render_model_card(
         tags=[*TAGS, *([FAMILIES[family].tag] if family else []), *(["lora"] if adapter else [])],
     )
     geochat = any("geochat" in r.data["metrics"] for r in loaded)
-    citations = [family] if family else list(FAMILIES)
+    citations = [FAMILIES[family].citation] if family else [spec.citation for spec in FAMILIES.values()]
     return ModelCard.from_template(
         data,
         template_path=str(TEMPLATE),
@@ -77,9 +77,9 @@ def render_model_card(
         recipe=sections.recipe(folder, base, datasets),
         hardware=sections.hardware(folder),
         evaluations=[sections.evaluation(r, model_id, base if adapter else None) for r in loaded],
-        intended_tasks=TASK_WORDS.get(family, "captioning, classification and retrieval"),
+        intended_tasks=FAMILIES[family].task_words if family else "captioning, classification and retrieval",
         family=family,
-        citations=[*citations, *(["geochat"] if geochat or family == "llava" else [])],
+        citations=[*citations, *(["geochat"] if geochat or family == VLM.name else [])],
     )
 
 

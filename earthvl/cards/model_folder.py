@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from earthvl.cards.families import FAMILIES, MODEL_TYPES
+from earthvl.models.families import family_of_class, family_of_model_type
 from earthvl.training_output import ADAPTER_CONFIG_FILE, CONFIG_FILE, TrainingOutput, read_training_output
 
 
@@ -21,9 +21,11 @@ class ModelFolder(TrainingOutput):
 def _family(files: Mapping[str, Any]) -> str | None:
     model_type = (files.get(CONFIG_FILE) or {}).get("model_type")
     if model_type:
-        return MODEL_TYPES.get(model_type)
-    base_class = ((files.get(ADAPTER_CONFIG_FILE) or {}).get("auto_mapping") or {}).get("base_model_class")
-    return next((family for family, spec in FAMILIES.items() if spec.model_class == base_class), None)
+        family = family_of_model_type(model_type)
+    else:
+        base_class = ((files.get(ADAPTER_CONFIG_FILE) or {}).get("auto_mapping") or {}).get("base_model_class")
+        family = family_of_class(base_class)
+    return family.name if family else None
 
 
 def read_model_folder(folder: str | Path, *, merged: bool = False) -> ModelFolder:

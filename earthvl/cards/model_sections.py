@@ -9,11 +9,11 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from earthvl.cards.eval_command import reproduce_command
-from earthvl.cards.families import FAMILIES
 from earthvl.cards.hub_metrics import METRICS, TASKS, protocol_name
 from earthvl.cards.model_folder import ModelFolder
 from earthvl.cards.naming import display_name, is_hub_id
 from earthvl.cards.results_files import Results
+from earthvl.models.families import BLIP2, FAMILIES
 from earthvl.training_output import (
     ADAPTER_CONFIG_FILE,
     CAPTIONING_FILE,
@@ -52,9 +52,8 @@ def usage(family: str | None, adapter: bool, model_id: str, base: str | None, vi
     base_shown = base or "BASE_MODEL"
     folder = f'snapshot_download("{model_id}")' if is_hub_id(model_id) else f'"{model_id}"'
     download = "from huggingface_hub import snapshot_download\n" if is_hub_id(model_id) else ""
-    earthvl_module = "vlm" if family == "llava" else "blip2"
     earthvl_code = (
-        f"```python\n{download}from earthvl.models.{earthvl_module} import load_adapter\n\n"
+        f"```python\n{download}from {FAMILIES[family].adapter_module} import load_adapter\n\n"
         f'model, processor = load_adapter({folder}, base="{base_shown}")\n```'
     )
     if vision:
@@ -67,7 +66,7 @@ def usage(family: str | None, adapter: bool, model_id: str, base: str | None, vi
         f'base = {model_class}.from_pretrained("{base_shown}")\nmodel = PeftModel.from_pretrained(base, "{model_id}")\n'
         f'processor = {processor_class}.from_pretrained("{model_id}")\n```'
     )
-    extra = ", which also applies the saved generation settings (`generation_config.json`)" if family == "blip2" else ""
+    extra = ", which also applies the saved generation settings (`generation_config.json`)" if family == BLIP2.name else ""
     text = f"A PEFT LoRA adapter on `{base_shown}`:\n\n{peft_code}\n\nOr with earthvl{extra}:\n\n{earthvl_code}"
     if not is_hub_id(base):
         text += f"\n\nThe adapter was trained on `{base_shown}`, which is not a Hub id: load it from where you have it."
@@ -76,7 +75,7 @@ def usage(family: str | None, adapter: bool, model_id: str, base: str | None, vi
 
 def summary(family: str | None, adapter: bool, merged: bool, base: str | None) -> str:
     """What the model is (adapter, merged or full weights), its base and family."""
-    name = FAMILIES[family].name if family else "vision-language"
+    name = FAMILIES[family].display if family else "vision-language"
     trained = "fine-tuned with earthvl on remote-sensing image-text data"
     if adapter:
         what = f"A LoRA adapter (PEFT) for a {name} model, {trained}"
@@ -87,7 +86,7 @@ def summary(family: str | None, adapter: bool, merged: bool, base: str | None) -
     base_text = f"`{base}`" if base else "not recorded"
     if is_hub_id(base):
         base_text = f"[{base}](https://huggingface.co/{base})"
-    command = f" (`earthvl train {FAMILIES[family].train_command}`)" if family else ""
+    command = f" (`earthvl train {family}`)" if family else ""
     return f"{what}. Weights are safetensors.\n\n- Base model: {base_text}\n- Family: {name}{command}"
 
 
@@ -168,7 +167,7 @@ def recipe(folder: ModelFolder | None, base: str | None, datasets: Sequence[str]
     recipe.update({key: args.get(key) for key in RECIPE_KEYS if args.get(key) not in (None, -1)})
     recipe = {key: value for key, value in recipe.items() if value is not None}
     sources = ", ".join(f"`{name}`" for name in files if name in RECIPE_SOURCES) or "no settings files"
-    command = f"earthvl train {FAMILIES[folder.family].train_command}" if folder.family else "earthvl train"
+    command = f"earthvl train {folder.family}" if folder.family else "earthvl train"
     text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).strip()
     return (
         f"Read back from the output folder ({sources}) in the form of an `{command} --config` recipe; options the "

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from earthvl.atomic import write_bytes
 from earthvl.errors import EarthvlError
 from earthvl.eval_results import check_results, read_results
+from earthvl.models.families import FAMILIES
 
 EVAL_DIR = "eval"
 """Folder of the results files, beside the card (in the model folder and in the Hub repo)."""
@@ -48,6 +49,9 @@ def load_results(results: Sequence[str | Path | Mapping[str, Any]]) -> list[Resu
             loaded.append(Results(_results_name(data), data))
         else:
             loaded.append(Results(Path(item).name, read_results(item), Path(item)))
+        family = loaded[-1].data["model"]["family"]
+        if family not in FAMILIES:
+            raise EarthvlError(f"{loaded[-1].name}: model.family {family!r} is not one of {', '.join(FAMILIES)}")
     models: dict[str, str] = {}
     for r in loaded:
         models.setdefault(r.data["model"]["id"], r.name)

@@ -6,9 +6,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from earthvl.errors import check_positive
-from earthvl.eval.batches import ON_BAD_IMAGE
-from earthvl.images import DEFAULT_MAX_PIXELS
-from earthvl.models.clip import LONG_TEXT
+from earthvl.images import max_pixels_option, on_bad_image_option
+from earthvl.models.clip import long_text_option, max_text_chunks_option
 
 
 @dataclass
@@ -55,15 +54,8 @@ class EvalArguments:
     )
     load_in_4bit: bool = field(default=False, metadata={"help": "Load the language model in 4-bit (BLIP-2, LLaVA)."})
     load_in_8bit: bool = field(default=False, metadata={"help": "Load the language model in 8-bit (BLIP-2, LLaVA)."})
-    on_bad_image: str = field(
-        default="skip",
-        metadata={
-            "help": "An image that fails to decode (or is over max_pixels): 'skip' it (counted and listed in the "
-            "results file) or 'stop' with the row named.",
-            "choices": list(ON_BAD_IMAGE),
-        },
-    )
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Refuse images with more pixels than this."})
+    on_bad_image: str = on_bad_image_option("skip", "counted and listed in the results file")
+    max_pixels: int = max_pixels_option()
     save_predictions: bool = field(
         default=True, metadata={"help": "Also write each row's prediction to <out stem>.predictions.jsonl."}
     )
@@ -123,15 +115,8 @@ class RetrieveArguments:
     """Image-text retrieval: captions and how long ones are fitted to the text tower."""
 
     caption_column: str | None = field(default=None, metadata={"help": "Caption column (default: detected)."})
-    long_text: str = field(
-        default="truncate",
-        metadata={
-            "help": "Captions longer than the text tower: 'truncate' (what CLIP_benchmark and open_clip do, so "
-            "numbers compare), 'chunks' (mean of sentence chunks) or 'first-sentences'.",
-            "choices": list(LONG_TEXT),
-        },
-    )
-    max_text_chunks: int = field(default=8, metadata={"help": "Most chunks per caption with long_text chunks."})
+    long_text: str = long_text_option("truncate")
+    max_text_chunks: int = max_text_chunks_option()
 
     def __post_init__(self) -> None:
         check_positive(self, "max_text_chunks")

@@ -13,11 +13,9 @@ from tqdm.auto import tqdm
 
 from earthvl.data import KEY_COLUMNS, first_column
 from earthvl.errors import EarthvlError
-from earthvl.images import BadImage
+from earthvl.images import ON_BAD_IMAGE, BadImage
 
 logger = logging.getLogger(__name__)
-
-ON_BAD_IMAGE = ("skip", "stop")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from earthvl.eval.generation import Blip2Generator, LlavaGenerator, generate_all
 from earthvl.eval.eval_model import EvalModel
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
+from earthvl.models.families import VLM
 from earthvl.models.blip2 import GAIA_GENERATION
 from earthvl.prompts import CAPTION_INSTRUCTION
 from earthvl.training_output import CAPTIONING_FILE, read_side_file
@@ -21,7 +22,7 @@ LLAVA_MAX_NEW_TOKENS = 256
 def caption_generator(model: EvalModel, args: CaptionArguments) -> tuple[object, dict]:
     """The generator for `model` and the settings it uses (for the results file)."""
     generation = {key: value for key, value in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams)) if value}
-    if model.family == "llava":
+    if model.family == VLM.name:
         prompt = CAPTION_INSTRUCTION if args.prompt is None else args.prompt
         generator = LlavaGenerator(model.model, model.processor, prompt, **{"max_new_tokens": LLAVA_MAX_NEW_TOKENS, **generation})
         return generator, {"prompt": prompt, "generation": _public(generator.generation)}

@@ -13,6 +13,7 @@ from earthvl.eval.metrics import classification_metrics
 from earthvl.eval.eval_model import EvalModel
 from earthvl.eval.tasks import TaskOutput, batch_size, image_batches
 from earthvl.errors import EarthvlError
+from earthvl.models.families import CLIP
 from earthvl.models.clip import TextChunker, image_embeddings, text_limit, zero_shot_classifier
 from earthvl.prompts import classify_instruction
 
@@ -36,7 +37,7 @@ def embed_images(model: EvalModel, benchmark: Benchmark, args: EvalArguments, fa
 def evaluate_classification(
     model: EvalModel, benchmark: Benchmark, args: EvalArguments, task_args: ClassifyArguments, failures: Failures
 ) -> TaskOutput:
-    if model.family == "clip":
+    if model.family == CLIP.name:
         return _clip(model, benchmark, args, failures)
     return _vlm(model, benchmark, args, task_args, failures)
 

@@ -14,13 +14,10 @@ from transformers import AutoConfig, ProcessorMixin
 
 from earthvl.errors import EarthvlError
 from earthvl.model_names import resolve_model
+from earthvl.models.families import CLIP, FAMILIES, VLM, Family, family_of_model_type
 from earthvl.training_output import ADAPTER_CONFIG_FILE, adapter_base
 
 logger = logging.getLogger(__name__)
-
-MODEL_TYPES = {"clip": "clip", "blip-2": "blip2", "llava": "llava"}
-"""transformers `model_type` -> earthvl's family name."""
-TASKS_BY_FAMILY = {"clip": ("classify", "retrieve"), "blip2": ("caption",), "llava": ("caption", "classify")}
 
 
 @dataclass
@@ -47,13 +44,15 @@ def _config(path_or_id: str, revision: str | None) -> Any:
         raise EarthvlError(f"cannot read the model config of {path_or_id}: {error}") from error
 
 
-def family_of(config: Any, name: str) -> str:
-    """earthvl's family name for a transformers config, or an error naming what is supported."""
-    family = MODEL_TYPES.get(getattr(config, "model_type", None))
+def family_of(config: Any, name: str) -> Family:
+    """earthvl's family of a transformers config, or an error naming what is supported."""
+    family = family_of_model_type(getattr(config, "model_type", None))
     if family is None:
+        displays = ", ".join(known.display for known in FAMILIES.values())
+        model_types = ", ".join(model_type for known in FAMILIES.values() for model_type in known.model_types)
         raise EarthvlError(
-            f"{name} is a {getattr(config, 'model_type', 'unknown')!r} model; earthvl evaluates CLIP, BLIP-2 and LLaVA "
-            "checkpoints (transformers model types clip, blip-2, llava) and their PEFT adapters"
+            f"{name} is a {getattr(config, 'model_type', 'unknown')!r} model; earthvl evaluates {displays} "
+            f"checkpoints (transformers model types {model_types}) and their PEFT adapters"
         )
     return family
 
@@ -95,37 +94,23 @@ def load_eval_model(
     base_path = resolve_model(base) if base is not None else None
     config = _config(base_path if base_path is not None else path, None if adapter is not None else revision)
     family = family_of(config, base or name)
-    if task not in TASKS_BY_FAMILY[family]:
-        can = " or ".join(TASKS_BY_FAMILY[family])
-        raise EarthvlError(f"{name} is a {family} model: it can {can}, not {task}")
+    if task not in family.tasks:
+        raise EarthvlError(f"{name} is a {family.name} model: it can {' or '.join(family.tasks)}, not {task}")
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     options: dict[str, Any] = dict(dtype=dtype, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
     quantised = load_in_4bit or load_in_8bit
     if quantised:
         options["device_map"] = {"": str(device)}
-    if family == "clip":
-        if adapter is not None:
-            raise EarthvlError(f"{name} is a PEFT adapter on CLIP; earthvl's CLIP training saves full models")
-        if quantised:
-            raise EarthvlError("CLIP models are evaluated unquantised (they are small): drop --load_in_4bit/8bit")
-        from earthvl.models.clip import load_clip
-
-        model, processor = load_clip(path, dtype=dtype, revision=revision)
-    elif family == "blip2":
-        from earthvl.models import blip2
-
-        if adapter is not None:
-            model, processor = blip2.load_adapter(adapter, base=base_path, **options)
-        else:
-            model, processor = blip2.load_blip2(path, revision=revision, **options)
+    if adapter is not None and family.load_adapter is None:
+        raise EarthvlError(f"{name} is a PEFT adapter on {family.display}; earthvl's {family.display} training saves full models")
+    if family is CLIP and quantised:
+        raise EarthvlError("CLIP models are evaluated unquantised (they are small): drop --load_in_4bit/8bit")
+    if adapter is not None:
+        model, processor = family.load_adapter(adapter, base=base_path, **options)
     else:
-        from earthvl.models import vlm
-
-        if adapter is not None:
-            model, processor = vlm.load_adapter(adapter, base=base_path, **options)
-        else:
-            model, processor = vlm.load_vlm(path, revision=revision, **options)
+        model, processor = family.load(path, revision=revision, **options)
+    if family is VLM:
         _check_rgb(model, name)
     if not quantised:
         model = model.to(device)
@@ -134,7 +119,7 @@ def load_eval_model(
     return EvalModel(
         model=model,
         processor=processor,
-        family=family,
+        family=family.name,
         name=name,
         revision=revision or _commit_hash(model, adapter),
         base_model=base,

@@ -13,6 +13,7 @@ from earthvl.eval.batches import Failures, decoded_batches
 from earthvl.eval.benchmarks import Benchmark
 from earthvl.eval.generation import LlavaGenerator
 from earthvl.eval.eval_model import EvalModel
+from earthvl.models.families import CLIP, VLM
 from earthvl.images import open_image
 from earthvl.models.pixels import PixelTransform
 
@@ -31,7 +32,7 @@ class TaskOutput:
 def image_decoder(model: EvalModel, args: EvalArguments) -> Callable[[Any], Any]:
     """Image cell -> model input: exact `pixel_values` (as the processor computes them) for CLIP and BLIP-2, a
     pixel-limited RGB PIL image for LLaVA's processor."""
-    if model.family == "llava":
+    if model.family == VLM.name:
         return functools.partial(open_image, max_pixels=args.max_pixels)
     return PixelTransform.from_processor(model.processor.image_processor, draft=False, max_pixels=args.max_pixels).pixels
 
@@ -43,7 +44,7 @@ def batch_size(model: EvalModel, args: EvalArguments, generator: Any = None) -> 
         return args.batch_size
     if isinstance(generator, LlavaGenerator) and model.model.device.type == "cuda":
         return generator.batch_from_memory()
-    return 256 if model.family == "clip" else 16
+    return 256 if model.family == CLIP.name else 16
 
 
 def image_batches(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,32 @@ from earthvl.errors import EarthvlError
 from earthvl.models.loading import load_pretrained
 
 LONG_TEXT = ("chunks", "first-sentences", "truncate")
+"""How captions longer than the text tower are fitted to it."""
+MAX_TEXT_CHUNKS = 8
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def long_text_option(default: str, note: str = "") -> Any:
+    """The `long_text` option of a command's dataclass, with `note` added to its help.
+
+    The defaults differ on purpose: training uses `"chunks"` (nothing of a caption is dropped from the target),
+    retrieval evaluation `"truncate"` (what CLIP_benchmark and open_clip do, so that recalls compare with theirs)."""
+    if default not in LONG_TEXT:
+        raise ValueError(f"long_text default {default!r}: choose one of {', '.join(LONG_TEXT)}")
+    help_text = (
+        "Captions longer than the text tower (77 tokens for CLIP): chunks (split at sentence ends, the chunks' "
+        "embeddings averaged: nothing dropped), first-sentences (whole sentences that fit) or truncate (what "
+        f"CLIP_benchmark and open_clip do). {note}"
+    )
+    return field(default=default, metadata={"help": help_text.strip(), "choices": list(LONG_TEXT)})
+
+
+def max_text_chunks_option() -> Any:
+    """The `max_text_chunks` option of a command's dataclass."""
+    return field(
+        default=MAX_TEXT_CHUNKS,
+        metadata={"help": "At most this many chunks per caption with long_text=chunks (the rest is cut)."},
+    )
 
 
 def load_clip(name_or_path: str, **kwargs: Any) -> tuple[CLIPModel, CLIPProcessor]:
@@ -54,7 +79,7 @@ class TextFit:
 class TextChunker:
     """Turns texts into token-id sequences that fit the text tower (see the module docstring for `mode`)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int, mode: str = "chunks", max_chunks: int = 8) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int, mode: str = "chunks", max_chunks: int = MAX_TEXT_CHUNKS) -> None:
         if mode not in LONG_TEXT:
             raise EarthvlError(f"long_text={mode!r}: choose one of {', '.join(LONG_TEXT)}")
         if max_chunks < 1:

@@ -40,6 +40,7 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from earthvl.models.families import BLIP2, CLIP, VLM
 from earthvl.models.chat_templates import LLAVA_CHAT_TEMPLATE
 from earthvl.models.llava import llava15_config, llava15_processor
 
@@ -275,9 +276,9 @@ def _save(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | os.P
 
 
 _BUILDERS: dict[str, Callable[[str | os.PathLike, PreTrainedTokenizerFast], Path]] = {
-    "tiny-llava": build_tiny_llava,
-    "tiny-clip": build_tiny_clip,
-    "tiny-blip2": build_tiny_blip2,
+    VLM.tiny_model: build_tiny_llava,
+    CLIP.tiny_model: build_tiny_clip,
+    BLIP2.tiny_model: build_tiny_blip2,
 }
 TINY_MODELS = tuple(_BUILDERS)  # ("tiny-llava", "tiny-clip", "tiny-blip2")
 

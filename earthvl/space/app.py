@@ -34,6 +34,7 @@ from earthvl.eval.captioning import LLAVA_MAX_NEW_TOKENS
 from earthvl.eval.classnames import EUROSAT, EUROSAT_TEMPLATES, REMOTE_SENSING_TEMPLATES, RESISC45
 from earthvl.eval.generation import LlavaGenerator
 from earthvl.eval.eval_model import EvalModel, load_eval_model
+from earthvl.models.families import CLIP, VLM
 from earthvl.models.clip import TextChunker, image_embeddings, text_embeddings, text_limit, zero_shot_classifier
 from earthvl.models.tiny import TINY_MODELS
 from earthvl.prompts import CAPTION_INSTRUCTION
@@ -45,7 +46,7 @@ VLM_ENV, CLIP_ENV, GALLERY_ENV = "EARTHVL_VLM_MODEL", "EARTHVL_CLIP_MODEL", "EAR
 """Environment variables (a Space's settings) naming the models and the gallery."""
 VLM_DIR, CLIP_DIR, GALLERY_DIR = "models/vlm", "models/clip", "gallery"
 """Folders of a Space (relative to its app.py) used when present and no variable is set."""
-DEFAULT_VLM, DEFAULT_CLIP = "tiny-llava", "tiny-clip"
+DEFAULT_VLM, DEFAULT_CLIP = VLM.tiny_model, CLIP.tiny_model
 DEMO_MAX_PIXELS = 25_000_000
 """Uploads above 25 Mpx (e.g. 5000 x 5000) are refused from their header, before decoding."""
 MAX_ASPECT = 50
@@ -204,7 +205,7 @@ class DemoApp:
     def vlm(self) -> EvalModel:
         def load() -> EvalModel:
             model = load_eval_model(self.settings.vlm_model, task="caption", device=self.device)
-            if model.family != "llava":
+            if model.family != VLM.name:
                 raise EarthvlError(
                     f"{self.settings.vlm_model} is a {model.family} model; the Caption tab needs a LLaVA-style VLM"
                 )

@@ -30,6 +30,7 @@ from earthvl.cards.naming import display_name, is_hub_id
 from earthvl.dataset_folder import CARD_FILE
 from earthvl.training_output import ADAPTER_CONFIG_FILE
 from earthvl.errors import EarthvlError
+from earthvl.models.families import CLIP, VLM, Family
 from earthvl.hub import check_space_folder, model_files
 from earthvl.models.tiny import TINY_MODELS
 from earthvl.space.app import CLIP_DIR, CLIP_ENV, DEFAULT_CLIP, DEFAULT_VLM, GALLERY_DIR, GALLERY_ENV, VLM_DIR, VLM_ENV
@@ -88,8 +89,8 @@ def write_space(
     out = Path(out)
     _check_target(out, overwrite)
     models = [
-        _model_choice("vlm", vlm_model or DEFAULT_VLM, VLM_ENV, VLM_DIR),
-        _model_choice("clip", clip_model or DEFAULT_CLIP, CLIP_ENV, CLIP_DIR),
+        _model_choice(VLM, vlm_model or DEFAULT_VLM, VLM_ENV, VLM_DIR),
+        _model_choice(CLIP, clip_model or DEFAULT_CLIP, CLIP_ENV, CLIP_DIR),
     ]
     requirements = space_requirements()
     with staged_dir(out, replace=True) as staging:
@@ -128,14 +129,14 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise EarthvlError(f"{out} already holds an earthvl Space folder; pass overwrite=True (--overwrite) to replace it")
 
 
-def _model_choice(slot: str, name: str | Path, env: str, folder: str) -> ModelChoice:
+def _model_choice(slot: Family, name: str | Path, env: str, folder: str) -> ModelChoice:
     """Where the `slot` model comes from: a local folder is copied (checked to be of the family the tab runs); a
     Hub id or tiny name becomes app.py's default."""
     path = Path(name).expanduser()
     if path.is_dir():
         model = read_model_folder(path)
-        if model.family not in (None, FAMILIES[slot]):
-            raise EarthvlError(f"{path} holds a {model.family} model; the Space's {slot} model must be {FAMILIES[slot]}")
+        if model.family not in (None, slot.name):
+            raise EarthvlError(f"{path} holds a {model.family} model; the Space's {slot.name} model must be {slot.display}")
         base = model.base_model if model.adapter else None
         what = f"a PEFT adapter on `{display_name(base)}`" if base else "a full model"
         hub_ids = (base,) if is_hub_id(base) else ()
@@ -145,7 +146,7 @@ def _model_choice(slot: str, name: str | Path, env: str, folder: str) -> ModelCh
         return ModelChoice(env, folder, name, False, (), "a tiny model with random weights, built on startup")
     if is_hub_id(name):
         return ModelChoice(env, folder, name, False, (name,), f"from the Hub: https://huggingface.co/{name}")
-    raise EarthvlError(f"{slot} model {name!r} is not a folder, a Hub id (ORG/NAME) or a tiny model ({', '.join(TINY_MODELS)})")
+    raise EarthvlError(f"{slot.name} model {name!r} is not a folder, a Hub id (ORG/NAME) or a tiny model ({', '.join(TINY_MODELS)})")
 
 
 def _copy_model(source: Path, target: Path) -> None:

@@ -22,7 +22,7 @@ from earthvl.model_names import resolve_model
 from earthvl.models.blip2 import GAIA_GENERATION, blip2_prompt_ids, generation_config, load_blip2, lora_config, merge_adapter
 from earthvl.models.loading import loading_options, lora_options, stop_token_ids
 from earthvl.models.pixels import PixelTransform
-from earthvl.train.caption_rows import ALT_TEXT_COLUMN, caption_datasets, caption_texts
+from earthvl.train.caption_rows import alt_text_column_option, caption_datasets, caption_scheme_option, caption_texts
 from earthvl.train.collate import Blip2Collator
 from earthvl.train.foundation import (
     DataArguments,
@@ -50,15 +50,8 @@ class Blip2ScriptArguments(DataArguments):
         *DataArguments.positive_options, "max_caption_tokens", "num_beams", "max_new_tokens"
     )
 
-    caption_scheme: str = field(
-        default="synthetic-sample",
-        metadata={
-            "help": "Target caption: synthetic-sample (one synthetic caption drawn per image per epoch, the GAIA "
-            "recipe) or alt-text (--alt_text_column).",
-            "choices": ["synthetic-sample", "alt-text"],
-        },
-    )
-    alt_text_column: str = field(default=ALT_TEXT_COLUMN, metadata={"help": "Column of the alt-text scheme."})
+    caption_scheme: str = caption_scheme_option("synthetic-sample", ("synthetic-sample", "alt-text"))
+    alt_text_column: str = alt_text_column_option()
     prompt: str = field(
         default="", metadata={"help": "Text before every caption, in training and generation (not trained on)."}
     )

@@ -10,7 +10,8 @@ Caption schemes (`caption_scheme`), as the GAIA paper compared them:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import field
+from typing import Any, Callable, Sequence
 
 import torch
 from datasets import Dataset
@@ -22,8 +23,30 @@ from earthvl.train.foundation import load_sources, short_name
 from earthvl.train.rows import BAD_IMAGE, RowTransform, prepare_rows
 
 SCHEMES = ("alt-text", "synthetic-mean", "synthetic-sample")
+SCHEME_HELP = {
+    "synthetic-mean": "every synthetic caption's text embedding averaged into one",
+    "synthetic-sample": "one synthetic caption drawn per image per epoch",
+    "alt-text": "the web alt text, --alt_text_column",
+}
 ALT_TEXT_COLUMN = "image_alt"
 TEXTS = "texts"
+
+
+def caption_scheme_option(default: str, schemes: Sequence[str]) -> Any:
+    """The `caption_scheme` option of a trainer's dataclass, offering `schemes`.
+
+    The defaults differ on purpose, each being its trainer's GAIA recipe: CLIP averages the text embeddings of all
+    synthetic captions (`synthetic-mean`), BLIP-2 learns to write one caption drawn per epoch (`synthetic-sample`;
+    a mean of captions is no target for a captioner, so it is not offered)."""
+    if default not in schemes or not set(schemes) <= set(SCHEMES):
+        raise ValueError(f"caption_scheme default {default!r} must be one of {', '.join(schemes)}, themselves of {', '.join(SCHEMES)}")
+    described = ", ".join(f"{scheme} ({SCHEME_HELP[scheme]})" for scheme in schemes)
+    return field(default=default, metadata={"help": f"Text target per image: {described}.", "choices": list(schemes)})
+
+
+def alt_text_column_option() -> Any:
+    """The `alt_text_column` option of a trainer's dataclass."""
+    return field(default=ALT_TEXT_COLUMN, metadata={"help": "Column of the alt-text scheme."})
 
 
 class CaptionRows(RowTransform):

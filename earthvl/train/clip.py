@@ -15,9 +15,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from earthvl.model_names import resolve_model
-from earthvl.models.clip import LONG_TEXT, TextChunker, load_clip, mean_embeddings, text_limit
+from earthvl.models.clip import TextChunker, load_clip, long_text_option, max_text_chunks_option, mean_embeddings, text_limit
 from earthvl.models.pixels import PixelTransform
-from earthvl.train.caption_rows import ALT_TEXT_COLUMN, SCHEMES, caption_datasets, caption_texts
+from earthvl.train.caption_rows import SCHEMES, alt_text_column_option, caption_datasets, caption_scheme_option, caption_texts
 from earthvl.train.collate import ClipCollator
 from earthvl.train.foundation import (
     DataArguments,
@@ -45,28 +45,10 @@ class ClipScriptArguments(DataArguments):
 
     positive_options: ClassVar[tuple[str, ...]] = (*DataArguments.positive_options, "max_text_chunks")
 
-    caption_scheme: str = field(
-        default="synthetic-mean",
-        metadata={
-            "help": "Text target per image: synthetic-mean (the GAIA recipe: every synthetic caption's text embedding "
-            "averaged into one), synthetic-sample (one caption drawn per image per epoch) or alt-text (the web alt "
-            "text, --alt_text_column).",
-            "choices": list(SCHEMES),
-        },
-    )
-    alt_text_column: str = field(default=ALT_TEXT_COLUMN, metadata={"help": "Column of the alt-text scheme."})
-    long_text: str = field(
-        default="chunks",
-        metadata={
-            "help": "Captions longer than the text tower (77 tokens for CLIP): chunks (split at sentence ends, the "
-            "chunks' embeddings averaged: nothing dropped), first-sentences (whole sentences that fit) or truncate. "
-            "The share cut is logged and saved in text_fit.json.",
-            "choices": list(LONG_TEXT),
-        },
-    )
-    max_text_chunks: int = field(
-        default=8, metadata={"help": "At most this many chunks per caption with long_text=chunks (the rest is cut)."}
-    )
+    caption_scheme: str = caption_scheme_option("synthetic-mean", SCHEMES)
+    alt_text_column: str = alt_text_column_option()
+    long_text: str = long_text_option("chunks", "The share cut is logged and saved in text_fit.json.")
+    max_text_chunks: int = max_text_chunks_option()
     text_sequence_multiple: int = field(
         default=64,
         metadata={

@@ -26,7 +26,7 @@ from earthvl import __version__
 from earthvl.atomic import check_writable
 from earthvl.data import data_version, load_split
 from earthvl.errors import EarthvlError, check_positive
-from earthvl.images import DEFAULT_MAX_PIXELS
+from earthvl.images import max_pixels_option, on_bad_image_option
 from earthvl.train.checkpoints import AtomicCheckpoints, last_checkpoint
 from earthvl.train.progress import ThroughputLogging
 from earthvl.train.conversations import LENGTH_COLUMN
@@ -66,15 +66,8 @@ class DataArguments:
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split for held-out loss (none: skip)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on held-out rows per dataset."})
-    on_bad_image: str = field(
-        default="stop",
-        metadata={
-            "help": "An image that fails to decode (or is over max_pixels): 'stop' with the row named, or 'skip' it; "
-            "skipped rows are counted in the logs and listed in <output_dir>/skipped_images.json.",
-            "choices": ["stop", "skip"],
-        },
-    )
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Refuse images with more pixels than this."})
+    on_bad_image: str = on_bad_image_option("stop", "counted in the logs and listed in <output_dir>/skipped_images.json")
+    max_pixels: int = max_pixels_option()
     resume: bool = field(
         default=False,
         metadata={

@@ -17,14 +17,13 @@ from datasets import Image as ImageFeature
 
 from earthvl.data import KEY_COLUMNS, first_column
 from earthvl.errors import EarthvlError
-from earthvl.images import DEFAULT_MAX_PIXELS, PIL_ERRORS, BadImage
+from earthvl.images import DEFAULT_MAX_PIXELS, ON_BAD_IMAGE, PIL_ERRORS, BadImage
 
 logger = logging.getLogger(__name__)
 
 ROW_COLUMN = "_row"
 BAD_IMAGE = "bad_image"
 """Row key holding why a row's image could not be used (None when it could)."""
-ON_BAD_IMAGE = ("stop", "skip")
 
 _T = TypeVar("_T")
 
