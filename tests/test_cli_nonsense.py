@@ -49,6 +49,10 @@ def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
         ]
         for name, recipe in training.items()
     }
+    # a chat template file is checked at parsing, before the (here missing) data and the model are loaded
+    train["train vlm"].append(
+        (training["vlm"] + ["--datasets", missing, "--chat_template", f"{missing}.jinja"], "missing.jinja: no such file")
+    )
     evaluation = {
         f"eval {task}": [
             (["--model", "tiny-clip", "--dataset", scenes, "--out", f"{UNWRITABLE}/e.json"], "/proc"),

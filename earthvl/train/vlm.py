@@ -28,6 +28,7 @@ from earthvl.models.vlm import (
     load_vlm,
     lora_config,
     merge_adapter,
+    read_chat_template,
     training_chat_template,
     use_chat_template,
 )
@@ -87,6 +88,11 @@ class VlmScriptArguments(DataArguments):
             "processor saved with the adapter carries the template used."
         },
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chat_template is not None:
+            read_chat_template(self.chat_template)  # a missing or malformed file fails before data and model load
 
 
 @dataclass
