@@ -22,6 +22,7 @@ from earthvl.llm.backends import (
 from earthvl.llm.cache import ResultCache, cache_key
 from earthvl.llm.options import BackendArguments
 from earthvl.llm.runner import Job, run_jobs
+from earthvl.model_names import resolve_model
 
 HELLO = ChatRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=8)
 
@@ -223,7 +224,7 @@ def test_openai_backend_against_transformers_serve(transformers_server, tmp_path
 
 @pytest.mark.slow
 def test_transformers_backend_batches_a_local_vlm():
-    local = TransformersBackend("tiny-llava", batch_size=2, device="cpu")
+    local = TransformersBackend(resolve_model("tiny-llava"), batch_size=2, device="cpu")
     requests = [
         ChatRequest(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_url(c)}},
                                                            {"type": "text", "text": "describe"}]}], max_tokens=5)
@@ -233,7 +234,7 @@ def test_transformers_backend_batches_a_local_vlm():
     results = local.chat_batch(requests)
     assert all(r.prompt_tokens > 10 and 1 <= r.completion_tokens <= 5 for r in results[:3])
     assert isinstance(results[3], RequestFailed) and "data: URLs" in str(results[3])
-    assert local.settings() == {"backend": "transformers", "model": "tiny-llava", "dtype": "auto"}
+    assert local.settings() == {"backend": "transformers", "model": resolve_model("tiny-llava"), "dtype": "auto"}
 
 
 def test_a_rejected_request_fails_with_the_servers_reason(server):

@@ -8,6 +8,7 @@ from gaia_scrape_world import encoded, scene
 from earthvl.builders.gaia.annotate.schema import RSImageFiltered, json_schema, parse_answer
 from earthvl.llm.backends import ChatRequest, TransformersBackend, image_data_url
 from earthvl.llm.constrained import json_logits_processor
+from earthvl.model_names import resolve_model
 
 SMALL = {
     "type": "object",
@@ -21,8 +22,6 @@ SMALL = {
 @pytest.fixture(scope="module")
 def tiny():
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from earthvl.models.tiny import resolve_model
 
     path = resolve_model("tiny-llava")
     return AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path).tokenizer
@@ -49,7 +48,7 @@ def test_the_tiny_model_writes_schema_valid_json_only_when_constrained(tiny):
 
 @pytest.mark.slow
 def test_the_local_backend_annotates_an_image_with_a_valid_rs_image_record():
-    backend = TransformersBackend("tiny-llava", device="cpu")
+    backend = TransformersBackend(resolve_model("tiny-llava"), device="cpu")
     schema = json_schema(RSImageFiltered, max_chars=16)
     request = ChatRequest(
         messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(encoded(scene(1)))}},

@@ -245,9 +245,7 @@ class TransformersBackend:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-        from earthvl.models.tiny import resolve_model
-
-        path = resolve_model(self.model_name)
+        path = self.model_name  # entry points resolve earthvl's tiny model names (earthvl.model_names)
         common = {"trust_remote_code": self.trust_remote_code}
         try:
             config = AutoConfig.from_pretrained(path, **common)

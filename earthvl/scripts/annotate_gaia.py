@@ -12,6 +12,7 @@ from trl import TrlParser
 
 from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments
 from earthvl.llm.options import BackendArguments
+from earthvl.model_names import resolve_model
 
 
 def make_parser(prog: str = "earthvl annotate gaia") -> TrlParser:
@@ -21,6 +22,8 @@ def make_parser(prog: str = "earthvl annotate gaia") -> TrlParser:
 def main(args: AnnotateGaiaArguments, backend_args: BackendArguments) -> int:
     from earthvl.builders.gaia.annotate.pipeline import annotate_gaia
 
+    if backend_args.backend == "transformers" and backend_args.model:
+        backend_args.model = resolve_model(backend_args.model)
     report = annotate_gaia(args, backend_args)
     usage = json.dumps(report["usage"].get("total", {}))
     if "stopped" in report:

@@ -17,6 +17,7 @@ from trl import TrlParser
 from earthvl.errors import EarthvlError
 from earthvl.generate.chatearthnet import SPLIT_BY, STYLES, GenerateOptions, generate_chatearthnet
 from earthvl.llm.options import BackendArguments
+from earthvl.model_names import resolve_model
 
 
 @dataclass
@@ -86,6 +87,8 @@ def _dates(path: str | None) -> dict[str, str] | None:
 
 
 def main(args: GenerateChatEarthNetArguments, backend: BackendArguments) -> int:
+    if backend.backend == "transformers" and backend.model:
+        backend.model = resolve_model(backend.model)
     options = GenerateOptions(
         styles=args.styles,
         split_by=args.split_by,
