@@ -175,7 +175,9 @@ def plan(args: QuickstartArguments) -> Plan:
                 )
             evaluations.append(Evaluation(task, model, display, files["before"], files["after"]))
             if family == "vlm" and label_maps:
-                evaluations.append(_faithfulness_steps(model, display, label_maps, before_steps[-1], after_steps[-1], scoring))
+                evaluations.append(
+                    _faithfulness_steps(model, display, label_maps, before_steps[-1], after_steps[-1], scoring)
+                )
         recipe = recipe or FAMILIES[family].default_recipe(model)
         command = ["train", family, "--config", recipe, "--model_name_or_path", model, "--datasets", *datasets,
                    "--output_dir", run]
@@ -218,7 +220,7 @@ def _faithfulness_steps(
     model: str, display: str, label_maps: str, before: Step, after: Step, into: dict[str, list[Step]]
 ) -> Evaluation:
     """`earthvl eval faithfulness` of the predictions of the caption evaluations `before` and `after` (added to
-    `into`), and their summary rows."""
+    `into`; the predictions files join those steps' outputs), and their summary rows."""
     files = {when: f"eval/vlm-faithfulness-{when}.json" for when in ("before", "after")}
     for when, whose, caption in (("before", "the base", before), ("after", "the trained", after)):
         predictions = predictions_path(caption.outputs[0]).as_posix()
