@@ -18,6 +18,7 @@ Layout (JSON, one object)::
 
 `metrics` is always keyed by protocol, so every number says how it was computed: `coco` and `hf` for captions,
 `clip_benchmark` for CLIP classification and retrieval, `geochat` for a VLM's exact-match classification.
+Each row's prediction goes beside it, in `predictions_path(results file)` (JSON lines with `row`, `id`, ...).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ REQUIRED = {
     "format": str, "task": str, "model": dict, "dataset": dict, "metrics": dict, "failures": dict, "settings": dict,
     "versions": dict, "started": str, "seconds": (int, float),
 }  # fmt: skip
+
+
+PREDICTIONS_SUFFIX = ".predictions.jsonl"
+
+
+def predictions_path(results_path: str | Path) -> Path:
+    """The predictions file beside a results file: `x.json` -> `x.predictions.jsonl`."""
+    results_path = Path(results_path)
+    return results_path.with_name(results_path.stem + PREDICTIONS_SUFFIX)
 
 
 def package_versions() -> dict[str, str | None]:

@@ -29,9 +29,12 @@ SUMMARY_METRICS = {
     "caption": ("coco", ("bleu_4", "meteor", "rouge_l")),
     "classify": ("clip_benchmark", ("acc1", "mean_per_class_recall")),
     "retrieve": ("clip_benchmark", ("text_to_image_R@5", "image_to_text_R@5", "mean_recall")),
+    "faithfulness": ("faithfulness", ("precision", "recall", "dominant_first")),
 }
 """Task -> (protocol, metrics) that go into the summary table. CIDEr is left out: on test sets of a few dozen
-images its document frequencies are too sparse to compare runs (the coco results files still hold it)."""
+images its document frequencies are too sparse to compare runs (the coco results files still hold it).
+`faithfulness` is `earthvl eval faithfulness` of the caption predictions against the test patches' land-cover maps
+(its own results file; a metric no caption defines, e.g. precision when none names a class, is null: n/a)."""
 STATE_DIR = ".quickstart"
 SUMMARY_FILE = "summary.json"
 
@@ -134,8 +137,8 @@ def summary_rows(out: Path, evaluations: Sequence[Evaluation]) -> list[dict[str,
     rows = []
     for evaluation in evaluations:
         protocol, metrics = SUMMARY_METRICS[evaluation.task]
-        before = _metrics(out / evaluation.before, protocol)
-        after = _metrics(out / evaluation.after, protocol)
+        before = _metrics(out / evaluation.before, evaluation.task, protocol)
+        after = _metrics(out / evaluation.after, evaluation.task, protocol)
         for metric in metrics:
             rows.append(
                 {
@@ -150,9 +153,12 @@ def summary_rows(out: Path, evaluations: Sequence[Evaluation]) -> list[dict[str,
     return rows
 
 
-def _metrics(path: Path, protocol: str) -> dict[str, float]:
+def _metrics(path: Path, task: str, protocol: str) -> dict[str, float | None]:
+    from earthvl.eval.faithfulness import read_faithfulness
     from earthvl.eval_results import read_results
 
+    if task == "faithfulness":
+        return read_faithfulness(path)
     metrics = read_results(path)["metrics"]
     if protocol not in metrics:
         raise EarthvlError(f"{path} has no {protocol} metrics (it has {', '.join(metrics) or 'none'})")
@@ -164,10 +170,11 @@ def write_summary(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table (task, model, dataset, metric, before, after)."""
+    """The summary as an aligned text table (task, model, dataset, metric, before, after; n/a for a null value)."""
     header = ("task", "model", "dataset", "metric", "before", "after")
+    shown = lambda value: "n/a" if value is None else f"{value:.3f}"  # noqa: E731
     cells = [header] + [
-        (r["task"], r["model"], r["dataset"], r["metric"], f"{r['before']:.3f}", f"{r['after']:.3f}") for r in rows
+        (r["task"], r["model"], r["dataset"], r["metric"], shown(r["before"]), shown(r["after"])) for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from earthvl.errors import check_positive
+from earthvl.eval_results import predictions_path
 from earthvl.models.families import FAMILIES
 from earthvl.quickstart import SAMPLE, SUMMARY_FILE, Evaluation, Step
+from earthvl.sample import LABELS_DIR
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Plan:
     evaluations: list[Evaluation]
     places: list[tuple[str, str]]
     """(what, where) lines of the final report, with `{out}`."""
+    skipped: list[str] = field(default_factory=list)
+    """Why a part of the job is left out (said before the steps run and in the final report)."""
 
 
 def plan(args: QuickstartArguments) -> Plan:
@@ -85,13 +89,20 @@ def plan(args: QuickstartArguments) -> Plan:
     places: list[tuple[str, str]] = []
     sources = {"gaia": args.gaia_dataset, "chatearthnet": args.chatearthnet_dataset}
     from_sample = [name for name, source in sources.items() if source == SAMPLE]
+    # The VLM's captions are scored against the land-cover maps of ChatEarthNet's test patches, which only the
+    # sample world has (the upstream dataset ships none).
+    label_maps = "{out}/sample/" + LABELS_DIR if "chatearthnet" in from_sample else None
+    skipped = [] if label_maps else [
+        f"faithfulness of the VLM's captions: --chatearthnet_dataset {args.chatearthnet_dataset} is not the sample "
+        "world, the only source with land-cover maps of its test patches"
+    ]
     if from_sample or args.classify_dataset == SAMPLE:
         steps.append(
             Step(
                 "sample",
                 f"sample world: {args.tiles} ChatEarthNet tiles, {args.gaia_images} GAIA scenes (seed {args.seed})",
                 ["sample", "--out", "{out}/sample", "--tiles", str(args.tiles), "--gaia_images", str(args.gaia_images),
-                 "--seed", str(args.seed), "--overwrite"],
+                 "--seed", str(args.seed), "--overwrite", *(["--label_maps"] if label_maps else [])],
                 ("{out}/sample",),
             )
         )
@@ -137,7 +148,10 @@ def plan(args: QuickstartArguments) -> Plan:
     for family, (model, recipe, names, how) in training.items():
         datasets = [f"{sources[name]}:{TRAIN_CONFIGS[name]}" for name in names]
         run = f"{{out}}/runs/{family}"
-        before_steps, after_steps = [], []
+        before_steps: list[Step] = []
+        after_steps: list[Step] = []
+        # steps scoring the evaluations' predictions: their files are not results a model card takes
+        scoring: dict[str, list[Step]] = {"before": [], "after": []}
         for task, (dataset, display, reads) in benchmarks[family].items():
             files = {when: f"eval/{family}-{task}-{when}.json" for when in ("before", "after")}
             for when, evaluated, extra_reads, into in (
@@ -160,14 +174,18 @@ def plan(args: QuickstartArguments) -> Plan:
                     )
                 )
             evaluations.append(Evaluation(task, model, display, files["before"], files["after"]))
+            if family == "vlm" and label_maps:
+                evaluations.append(
+                    _faithfulness_steps(model, display, label_maps, before_steps[-1], after_steps[-1], scoring)
+                )
         recipe = recipe or FAMILIES[family].default_recipe(model)
         command = ["train", family, "--config", recipe, "--model_name_or_path", model, "--datasets", *datasets,
                    "--output_dir", run]
         if args.max_train_steps:
             command += ["--max_steps", str(args.max_train_steps)]
-        steps += before_steps
+        steps += before_steps + scoring["before"]
         steps.append(Step(f"train {family}", f"{how} of {model} ({recipe})", command, (run,), reads=sum((dataset_steps[name] for name in names), ())))
-        steps += after_steps
+        steps += after_steps + scoring["after"]
         steps.append(
             Step(
                 f"card {family}",
@@ -179,6 +197,8 @@ def plan(args: QuickstartArguments) -> Plan:
         )
     places.append(("trained models", "{out}/runs/ (vlm, clip, blip2; each with its model card, README.md)"))
     places.append(("evaluations", "{out}/eval/*.json  (predictions beside each)"))
+    if label_maps:
+        places.append(("faithfulness", "{out}/eval/vlm-faithfulness-*.json  (per-caption scores in each)"))
     gallery = sources["gaia"]
     steps.append(
         Step(
@@ -193,7 +213,28 @@ def plan(args: QuickstartArguments) -> Plan:
     )
     places.append(("Space", "{out}/space  (try: python {out}/space/app.py; push: earthvl publish {out}/space --space ORG/NAME)"))
     places.append(("summary", "{out}/" + SUMMARY_FILE))
-    return Plan(steps, evaluations, places)
+    return Plan(steps, evaluations, places, skipped)
+
+
+def _faithfulness_steps(
+    model: str, display: str, label_maps: str, before: Step, after: Step, into: dict[str, list[Step]]
+) -> Evaluation:
+    """`earthvl eval faithfulness` of the predictions of the caption evaluations `before` and `after` (added to
+    `into`; the predictions files join those steps' outputs), and their summary rows."""
+    files = {when: f"eval/vlm-faithfulness-{when}.json" for when in ("before", "after")}
+    for when, whose, caption in (("before", "the base", before), ("after", "the trained", after)):
+        predictions = predictions_path(caption.outputs[0]).as_posix()
+        caption.outputs += (predictions,)
+        into[when].append(
+            Step(
+                f"eval vlm faithfulness {when}",
+                f"score the captions of {whose} VLM against the land-cover maps of {display}",
+                ["eval", "faithfulness", "--predictions", predictions, "--labels", label_maps, "--out", "{out}/" + files[when]],
+                ("{out}/" + files[when],),
+                reads=("sample", caption.name),
+            )
+        )
+    return Evaluation("faithfulness", model, display, files["before"], files["after"])
 
 
 def _write_space(out: Path, gallery: str) -> None:

@@ -133,3 +133,31 @@ def test_predictions_files_are_scored_against_their_maps(scene, tmp_path, capsys
     assert result["summary"]["captions"] == 1
     assert result["summary"]["skipped"] == [{"caption": "9_9_patch11.png",
                                              "reason": f"no land-cover map for 9_9_patch11.png in {labels}"}]
+
+
+def test_the_sample_worlds_label_maps_are_its_ground_truth(tmp_path):
+    from earthvl.builders.chatearthnet.maps import read_label_map
+    from earthvl.sample import LABELS_DIR, generate_sample
+
+    world = generate_sample(tmp_path / "s", tiles=3, gaia_images=3, label_maps=True, keep_label_maps=True, progress=False)
+    labels = tmp_path / "s" / LABELS_DIR
+    assert sorted(p.name for p in labels.iterdir()) == sorted(p.file_name for p in world.chatearthnet.patches)
+    for patch in world.chatearthnet.patches:
+        assert np.array_equal(read_label_map(labels / patch.file_name), patch.label_map), patch.file_name
+
+
+def test_a_faithfulness_results_file_is_checked(tmp_path):
+    from earthvl.errors import EarthvlError
+    from earthvl.eval.faithfulness import read_faithfulness, write_faithfulness
+
+    path = tmp_path / "f.json"
+    write_faithfulness(path, {"precision": None, "recall": 0.5}, {})
+    assert read_faithfulness(path) == {"precision": None, "recall": 0.5}
+    for content, message in (
+        ('{"captions": {}}', "no 'summary' object"),
+        ('{"summary": {"recall": "high"}}', "summary.recall is not a number or null: 'high'"),
+        ("{", "cannot read it as JSON"),
+    ):
+        path.write_text(content)
+        with pytest.raises(EarthvlError, match=f"faithfulness results {path}: {message}"):
+            read_faithfulness(path)

@@ -2,7 +2,6 @@
 the reuse of finished steps, and the plan for real model and dataset ids."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,16 @@ def test_every_trained_model_beats_its_base_on_every_summary_metric(run):
     out, printed = run
     rows = json.loads((out / "summary.json").read_text())
     assert {(r["task"], r["model"]) for r in rows} == {
-        ("caption", "tiny-llava"), ("classify", "tiny-clip"), ("retrieve", "tiny-clip"), ("caption", "tiny-blip2")
+        ("caption", "tiny-llava"), ("faithfulness", "tiny-llava"), ("classify", "tiny-clip"), ("retrieve", "tiny-clip"),
+        ("caption", "tiny-blip2"),
     }
     for task, (_, metrics) in SUMMARY_METRICS.items():
         for model in {r["model"] for r in rows if r["task"] == task}:
             assert [r["metric"] for r in rows if (r["task"], r["model"]) == (task, model)] == list(metrics)
     for row in rows:
         assert set(row) == {"task", "model", "dataset", "metric", "before", "after"}
-        assert row["after"] > row["before"], row
+        if row["task"] != "faithfulness":  # see the test of the faithfulness rows
+            assert row["after"] > row["before"], row
     # Margins a broken training step (frozen adapter, lost labels, no gradient) would miss.
     value = {(r["model"], r["task"], r["metric"]): (r["before"], r["after"]) for r in rows}
     for key, gain in {
@@ -56,6 +57,33 @@ def test_every_trained_model_beats_its_base_on_every_summary_metric(run):
         before, after = value[key]
         assert after - before > gain, (key, before, after)
     assert format_table(rows) in printed
+
+
+@pytest.mark.slow
+def test_the_trained_vlms_faithfulness_lies_between_chance_and_the_datasets_own_captions(run, tmp_path):
+    out, _ = run
+    rows = {r["metric"]: r for r in json.loads((out / "summary.json").read_text()) if r["task"] == "faithfulness"}
+    assert list(rows) == ["precision", "recall", "dominant_first"]
+    after = json.loads((out / "eval" / "vlm-faithfulness-after.json").read_text())
+    predictions = out / "eval" / "vlm-caption-after.predictions.jsonl"
+    assert after["summary"]["captions"] == len(after["captions"]) == len(predictions.read_text().splitlines())
+    assert after["summary"]["skipped"] == []  # every test patch has its map
+    for metric, row in rows.items():
+        assert row["dataset"] == "chatearthnet (sample) test"
+        assert isinstance(row["after"], float) and 0 <= row["after"] <= 1, row
+        assert row["after"] == after["summary"][metric]
+    # the base model's captions name (almost) no land cover; the trained one's name some of it
+    assert rows["recall"]["after"] > rows["recall"]["before"] + 0.15, rows["recall"]
+    labels = out / "sample" / "chatearthnet_labels"
+    baseline = {}
+    for name, extra in (("own", []), ("shuffled", ["--shuffle_maps"])):
+        path = tmp_path / f"{name}.json"
+        assert main(["eval", "faithfulness", "--dataset", str(out / "datasets" / "chatearthnet"), "--labels", str(labels),
+                     "--out", str(path), *extra]) == 0
+        baseline[name] = json.loads(path.read_text())["summary"]
+    assert baseline["own"]["captions"] == after["summary"]["captions"]
+    # the dataset's own captions are perfect, paired with other patches' maps (chance) clearly lower
+    assert baseline["own"]["precision"] == 1.0 > rows["precision"]["after"] > baseline["shuffled"]["precision"] + 0.05
 
 
 @pytest.mark.slow
@@ -72,8 +100,8 @@ def test_summary_values_are_the_results_files_and_the_cards_carry_them(run):
         values = [m["value"] for entry in meta["model-index"] for r in entry["results"] for m in r["metrics"]]
         assert values, family
         assert sorted(p.name for p in (out / "runs" / family / "eval").glob("*.json")) == sorted(
-            p.name for p in (out / "eval").glob(f"{family}-*-after.json")
-        )
+            p.name for p in (out / "eval").glob(f"{family}-*-after.json") if "faithfulness" not in p.name
+        )  # the faithfulness files are not results files: the card does not take them
     clip_card = yaml.safe_load((out / "runs" / "clip" / "README.md").read_text().split("---")[1])
     accuracy = json.loads((out / "eval" / "clip-classify-after.json").read_text())["metrics"]["clip_benchmark"]["acc1"]
     assert accuracy in [m["value"] for e in clip_card["model-index"] for r in e["results"] for m in r["metrics"]]
@@ -82,9 +110,11 @@ def test_summary_values_are_the_results_files_and_the_cards_carry_them(run):
 @pytest.mark.slow
 def test_the_report_says_where_everything_went(run):
     out, printed = run
-    assert "[1/18] sample world: 24 ChatEarthNet tiles, 100 GAIA scenes" in printed
-    assert "[18/18] Space folder" in printed
-    for place in ("datasets", "trained models", "evaluations", "Space", "summary"):
+    assert "[1/20] sample world: 24 ChatEarthNet tiles, 100 GAIA scenes" in printed
+    assert "[5/20] score the captions of the base VLM against the land-cover maps of chatearthnet (sample) test" in printed
+    assert "[20/20] Space folder" in printed
+    assert "skipped:" not in printed
+    for place in ("datasets", "trained models", "evaluations", "faithfulness", "Space", "summary"):
         assert any(line.startswith(place) and str(out) in line for line in printed.splitlines()), place
     assert (out / "space" / "app.py").is_file()
     assert (out / "space" / "models" / "clip" / "config.json").is_file()
@@ -95,12 +125,13 @@ def test_the_report_says_where_everything_went(run):
 def test_a_rerun_reuses_every_finished_step(run, capsys):
     out, _ = run
     summary = (out / "summary.json").read_text()
-    started = time.perf_counter()
+    # what the data, training and eval steps wrote: a step that was redone would rewrite some of it
+    outputs = {p: p.stat().st_mtime_ns for d in ("datasets", "runs", "eval") for p in (out / d).rglob("*") if p.is_file()}
     assert main(["quickstart", "--out", str(out), *SMALL]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("reused (finished in") == 18
-    assert "0 steps ran, 18 reused" in printed
-    assert time.perf_counter() - started < 30  # nothing was recomputed (a real run of any model step takes longer)
+    assert printed.count("reused (finished in") == 20
+    assert "0 steps ran, 20 reused" in printed
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
     assert (out / "summary.json").read_text() == summary
 
 
@@ -182,6 +213,11 @@ def test_real_ids_skip_the_sample_world_and_use_the_papers_recipes():
     work = plan(args)
     names = [step.name for step in work.steps]
     assert not {"sample", "build gaia", "build chatearthnet"} & set(names)
+    assert not any("faithfulness" in name for name in names)
+    assert work.skipped == [
+        "faithfulness of the VLM's captions: --chatearthnet_dataset earthvl/chatearthnet is not the sample world, the "
+        "only source with land-cover maps of its test patches"
+    ]
     commands = {step.name: step.command for step in work.steps if step.command}
     assert commands["train vlm"][:4] == ["train", "vlm", "--config", "vlm/geochat"]
     assert "earthvl/chatearthnet:gpt35" in commands["train vlm"]
@@ -195,6 +231,7 @@ def test_real_ids_skip_the_sample_world_and_use_the_papers_recipes():
     assert [e.dataset for e in work.evaluations] == [
         "earthvl/chatearthnet test", "eurosat", "earthvl/gaia test", "earthvl/gaia test"
     ]
+    assert len(work.steps) == 15  # 18 less the sample world and the two builds: no faithfulness steps
 
 
 def test_every_step_of_the_offline_plan_is_a_valid_command():

@@ -11,20 +11,26 @@ the rounded upstream reading or the exact one).
 Per caption and per dataset: precision of the classes named against the classes present (>= 20 pixels), recall
 against the classes the generator's rules ask a caption to describe (the dominant class and each region's top three),
 whether the dominant class is named first, region agreement, size-word agreement, banned words, and the classes invented.
+
+Its results file is `{"summary": {...}, "captions": {name: score}}` (`write_faithfulness`, `read_faithfulness`), not
+the `earthvl eval` results format (`earthvl.eval_results`): scoring a dataset's own captions involves no model, which
+that format requires, and as a `caption` protocol it would clash in a model card with the model's n-gram caption
+result on the same split (a card holds one result per task and split).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from earthvl.builders.chatearthnet.generation import (
     BANNED_WORDS,
-
     REGIONS,
     SIZE_BUCKETS,
     caption_statistics,
@@ -32,7 +38,9 @@ from earthvl.builders.chatearthnet.generation import (
     region_slices,
     size_words,
 )
+from earthvl.atomic import write_bytes
 from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES
+from earthvl.errors import EarthvlError
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "water": ("water", "waters", "water body", "water bodies", "waterbody", "river", "rivers", "lake", "lakes",
@@ -239,6 +247,28 @@ def evaluate_faithfulness(
     return summarise(CaptionScore(**s) for s in per_caption.values()), per_caption
 
 
+def write_faithfulness(path: str | Path, summary: dict[str, Any], per_caption: dict[str, dict[str, Any]]) -> Path:
+    """Write the results file of `earthvl eval faithfulness` (atomically)."""
+    return write_bytes(path, json.dumps({"summary": summary, "captions": per_caption}, indent=1).encode())
+
+
+def read_faithfulness(path: str | Path) -> dict[str, Any]:
+    """The dataset summary of a faithfulness results file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise EarthvlError(f"faithfulness results {path}: cannot read it as JSON: {error}") from error
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(summary, dict):
+        raise EarthvlError(f"faithfulness results {path}: no 'summary' object")
+    for metric in METRICS:
+        value = summary.get(metric)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EarthvlError(f"faithfulness results {path}: summary.{metric} is not a number or null: {value!r}")
+    return summary
+
+
 def shuffled_pairs(names: list[str], seed: int = 0) -> dict[str, str]:
     """Name -> another name (a seeded derangement): pairs each caption with another patch's map, a chance baseline."""
     if len(names) < 2:
@@ -247,4 +277,7 @@ def shuffled_pairs(names: list[str], seed: int = 0) -> dict[str, str]:
     return {names[order[i]]: names[order[(i + 1) % len(names)]] for i in range(len(names))}
 
 
-__all__ = ["evaluate_faithfulness", "parse_claims", "score_caption", "shuffled_pairs", "summarise"]
+__all__ = [
+    "evaluate_faithfulness", "parse_claims", "read_faithfulness", "score_caption", "shuffled_pairs", "summarise",
+    "write_faithfulness",
+]

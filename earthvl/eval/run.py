@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,10 +15,9 @@ from earthvl.eval.arguments import EvalArguments
 from earthvl.eval.batches import Failures
 from earthvl.eval.benchmarks import load_benchmark
 from earthvl.eval.eval_model import load_eval_model
-from earthvl.eval_results import FORMAT, package_versions, write_results
+from earthvl.eval_results import FORMAT, package_versions, predictions_path, write_results
 from earthvl.models.loading import weights_dtype
 
-PREDICTIONS_SUFFIX = ".predictions.jsonl"
 
 
 def _runner(task: str):
@@ -34,11 +32,6 @@ def _runner(task: str):
     from earthvl.eval.retrieval import evaluate_retrieval
 
     return evaluate_retrieval
-
-
-def predictions_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + PREDICTIONS_SUFFIX)
 
 
 def evaluate(task: str, args: EvalArguments, task_args: Any) -> dict[str, Any]:

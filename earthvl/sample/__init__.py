@@ -29,6 +29,8 @@ from earthvl.sample.scenes import write_scenes
 
 CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, MODELS_DIR = "chatearthnet", "chatearthnet_zenodo", "gaia", "models"
 SCENES_DIR = "scenes"
+LABELS_DIR = "chatearthnet_labels"
+"""With `label_maps`: each ChatEarthNet patch's land-cover map (ChatEarthNet colour PNG, named like the patch)."""
 MANIFEST = "sample_world.json"
 MIN_ITEMS, MAX_ITEMS = 3, 50_000
 """At least one tile/image per split; at most about the size of the real ChatEarthNet (40,872 tiles)."""
@@ -54,7 +56,7 @@ def _check_count(name: str, value: int) -> None:
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise EarthvlError(f"output path {out} exists and is not a folder")
-    owned = [out / name for name in (CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, SCENES_DIR, MODELS_DIR, MANIFEST)]
+    owned = [out / name for name in (CHATEARTHNET_DIR, ZENODO_DIR, GAIA_DIR, SCENES_DIR, MODELS_DIR, LABELS_DIR, MANIFEST)]
     present = [p for p in owned if p.exists()]
     if present and not overwrite:
         raise EarthvlError(f"{out} already holds a sample world ({present[0].name}); pass --overwrite to replace it")
@@ -79,13 +81,15 @@ def generate_sample(
     models: bool = False,
     overwrite: bool = False,
     keep_label_maps: bool = False,
+    label_maps: bool = False,
     progress: bool = True,
 ) -> SampleWorld:
     """Write the sample world under `out`: `chatearthnet/` (extracted Zenodo layout), `gaia/` (metadata JSON and
     img2dataset shards), `scenes/` (an imagefolder of the ChatEarthNet test patches by dominant land-cover class),
     with `zip_archives` also `chatearthnet_zenodo/*.zip`, with `models` also the tiny models under `models/`.
     Byte-identical for the same arguments. `keep_label_maps` keeps each patch's land-cover map in the returned object
-    (ground truth the upstream files do not ship; about 64 KB a patch)."""
+    (ground truth the upstream files do not ship; about 64 KB a patch); `label_maps` writes them under
+    `chatearthnet_labels/` as ChatEarthNet colour PNGs, for `earthvl eval faithfulness --labels`."""
     gaia_images = tiles if gaia_images is None else gaia_images
     _check_count("tiles", tiles)
     _check_count("gaia_images", gaia_images)
@@ -95,7 +99,12 @@ def generate_sample(
     _prepare_output(out, overwrite)
     try:
         chatearthnet = write_chatearthnet(
-            out / CHATEARTHNET_DIR, tiles, seed, keep_label_maps=keep_label_maps, progress=progress
+            out / CHATEARTHNET_DIR,
+            tiles,
+            seed,
+            keep_label_maps=keep_label_maps,
+            labels_root=out / LABELS_DIR if label_maps else None,
+            progress=progress,
         )
         gaia = write_gaia(out / GAIA_DIR, gaia_images, seed, progress=progress)
         scenes = write_scenes(out / SCENES_DIR, chatearthnet, seed, tiles)

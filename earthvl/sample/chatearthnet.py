@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from earthvl.builders.chatearthnet import layout
-from earthvl.builders.chatearthnet.generation import caption_statistics
+from earthvl.builders.chatearthnet.generation import caption_statistics, colour_map
 from earthvl.builders.chatearthnet.landcover import BACKGROUND
 from earthvl.builders.chatearthnet.template import gpt4v_caption, gpt35_caption
 from earthvl.sample.files import PngWriter, json_bytes, write_bytes, write_zip
@@ -87,9 +87,16 @@ def caption_rng(seed: int, tile: int, patch: int) -> np.random.Generator:
 
 
 def write_chatearthnet(
-    root: Path, tiles: int, seed: int, *, keep_label_maps: bool = False, progress: bool = True
+    root: Path,
+    tiles: int,
+    seed: int,
+    *,
+    keep_label_maps: bool = False,
+    labels_root: Path | None = None,
+    progress: bool = True,
 ) -> ChatEarthNetSample:
-    """Generate `tiles` 512 px tiles (four patches each) under `root` in ChatEarthNet's extracted layout."""
+    """Generate `tiles` 512 px tiles (four patches each) under `root` in ChatEarthNet's extracted layout; with
+    `labels_root`, also each patch's land-cover map there as a colour PNG named like the patch."""
     nodata_rng = np.random.default_rng([seed, _NODATA])
     n_patches = 4 * tiles
     n_nodata = max(2, round(NODATA_FRACTION * n_patches))
@@ -121,6 +128,8 @@ def write_chatearthnet(
                 records["gpt35", split].append(_record(name, gpt35_caption(stats, rng_caption)))
                 if with_gpt4v:
                     records["gpt4v", split].append(_record(name, gpt4v_caption(stats, patch_labels, rng_caption)))
+                if labels_root is not None:
+                    pngs.write(labels_root / name, colour_map(patch_labels))
                 kept = patch_labels if keep_label_maps else None
                 sample.patches.append(SamplePatch(name, split, x, y, patch, kept, nodata))
     for (source, split), rows in records.items():

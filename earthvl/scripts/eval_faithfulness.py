@@ -12,11 +12,11 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from earthvl.atomic import check_writable, write_bytes
+from earthvl.atomic import check_writable
 from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.maps import MapRefused, find_map, read_label_map
 from earthvl.errors import EarthvlError
-from earthvl.eval.faithfulness import evaluate_faithfulness, shuffled_pairs
+from earthvl.eval.faithfulness import evaluate_faithfulness, shuffled_pairs, write_faithfulness
 
 
 @dataclass
@@ -118,5 +118,5 @@ def main(args: FaithfulnessArguments) -> int:
     summary["skipped"] = skipped
     print(json.dumps({k: v for k, v in summary.items() if k != "skipped"} | {"skipped": len(skipped)}, indent=1))
     if args.out:
-        write_bytes(args.out, json.dumps({"summary": summary, "captions": per_caption}, indent=1).encode())
+        write_faithfulness(args.out, summary, per_caption)
     return 0

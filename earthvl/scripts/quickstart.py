@@ -6,8 +6,9 @@
         --blip2_model Salesforce/blip2-opt-2.7b               # the real thing, one GPU
 
 Builds both datasets, evaluates the three base models, trains them (QLoRA VLM, CLIP, BLIP-2 LoRA), evaluates them
-again, writes their model cards and a ready-to-push Space folder, and prints the before/after table (also written
-to OUT/summary.json). A re-run reuses the steps an earlier run finished.
+again (with the sample world's ChatEarthNet, also the faithfulness of the VLM's captions to the land-cover maps), writes
+their model cards and a ready-to-push Space folder, and prints the before/after table (also written to
+OUT/summary.json). A re-run reuses the steps an earlier run finished.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(args: QuickstartArguments) -> int:
     work = plan(args)
     require_gradio()  # the last step pins Gradio in the Space folder: say so now rather than after the training
     print(f"earthvl quickstart: {len(work.steps)} steps into {out}")
+    for reason in work.skipped:
+        print(f"skipped: {reason}")
     outcome = StepRunner(out, run_command, force=args.force).run(work.steps)
     rows = summary_rows(out, work.evaluations)
     write_summary(out, rows)
@@ -50,6 +53,8 @@ def main(args: QuickstartArguments) -> int:
     width = max(len(what) for what, _ in work.places)
     for what, where in work.places:
         print(f"{what.ljust(width)}  {where.format(out=out)}")
+    for reason in work.skipped:
+        print(f"skipped: {reason}")
     if not rows:
         raise EarthvlError("the run produced no summary rows")
     return 0

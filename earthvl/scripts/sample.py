@@ -1,6 +1,6 @@
 """Write the offline sample world (and optionally the tiny models): `earthvl sample`.
 
-    earthvl sample --out sample --tiles 64 --seed 0 --zip --models
+    earthvl sample --out sample --tiles 64 --seed 0 --zip --models --label_maps
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from earthvl.sample import generate_sample
+from earthvl.sample import LABELS_DIR, generate_sample
 
 
 @dataclass
@@ -32,6 +32,11 @@ class SampleArguments:
         default=False,
         metadata={"help": "Also build the tiny LLaVA, CLIP and BLIP-2 models (tokenizer trained on the sample texts)."},
     )
+    label_maps: bool = field(
+        default=False,
+        metadata={"help": "Also write each ChatEarthNet patch's land-cover map (colour PNG, named like the patch) under "
+                  "chatearthnet_labels/, for `earthvl eval faithfulness --labels`."},
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace a sample world already in --out."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
@@ -48,6 +53,7 @@ def main(args: SampleArguments) -> int:
         gaia_images=args.gaia_images,
         zip_archives=args.zip,
         models=args.models,
+        label_maps=args.label_maps,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -59,6 +65,8 @@ def main(args: SampleArguments) -> int:
     labelled = list(world.scenes.glob("*/*.png"))
     classes = len({p.parent for p in labelled})
     print(f"  Scenes:       {len(labelled)} test patches in {classes} land-cover classes, in {world.scenes}")
+    if args.label_maps:
+        print(f"  Land cover:   {len(patches)} maps, in {world.root / LABELS_DIR}")
     for path in world.zips:
         print(f"  Zenodo zip:   {path}")
     for name, path in world.models.items():
