@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "earthvl.atomic",
             "earthvl.cache",
             "earthvl.images",
+            "earthvl.http_headers",
             "earthvl.prompts",
             "earthvl.recipes",
             "earthvl.dataset_folder",

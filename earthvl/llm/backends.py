@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import os
 import socket
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from earthvl.errors import EarthvlError
+from earthvl.http_headers import retry_after
 from earthvl.llm.options import BackendArguments
 
 DEFAULT_MAX_TOKENS = 300
@@ -98,14 +97,7 @@ def retry_after_seconds(headers: Any) -> float | None:
             return max(0.0, float(millis) / 1000.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if email.utils.parsedate_tz(value) else None
-        return None if when is None else max(0.0, when.timestamp() - time.time())
+    return retry_after(headers.get("retry-after"))
 
 
 def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:

@@ -23,7 +23,7 @@ import httpx
 from earthvl.builders.download.guard import Guard
 from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.download.problem import Problem, cause, describe
-from earthvl.builders.download.retry import retry_after
+from earthvl.http_headers import retry_after
 
 MAX_REDIRECTS = 10
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"

@@ -6,12 +6,9 @@ capped by `max_backoff` too.
 
 from __future__ import annotations
 
-import email.utils
 import random
-import re
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
 import tenacity
@@ -20,25 +17,7 @@ from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.download.problem import Problem
 from earthvl.errors import EarthvlError
 
-_DIGITS = re.compile(r"[0-9]+")
-"""A header's decimal number: ASCII digits only (`str.isdigit` also accepts "²", which `int` refuses)."""
 _T = TypeVar("_T")
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay in seconds or an HTTP date), or None (also when unreadable)."""
-    if not value:
-        return None
-    value = value.strip()
-    if _DIGITS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class Persistence:
