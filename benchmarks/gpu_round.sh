@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks of one session as a single script (see ../shared/reference/gpu.md for the machine): the wheels
-# in .whl/ (downloaded as gpu.md says) installed into /tmp/site, then each benchmark under its own timeout, results
+# in .whl/ (downloaded here by benchmarks/gpu_wheels.sh) installed into /tmp/site, then each benchmark under its own timeout, results
 # and logs written to $OUT. Run from the project root: `OUT=/tmp/gpu bash benchmarks/gpu_round.sh`.
 set -u
 OUT=${OUT:?set OUT to the folder for results}
@@ -13,6 +13,10 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 EARTHVL_
   nproc
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
+# Every module the benchmarks import, before any device time goes into one that would fail at import.
+if ! python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import train_vlm, train_clip, eval_throughput" > "$OUT/imports.log" 2>&1; then
+  tail -n 5 "$OUT/imports.log"; echo "== a benchmark does not import: missing wheel? (benchmarks/gpu_wheels.sh)"; exit 3
+fi
 step() {  # step NAME SECONDS COMMAND...: one benchmark, its log in $OUT/NAME.log, its last lines shown
   local name=$1 seconds=$2; shift 2
   local start=$SECONDS
