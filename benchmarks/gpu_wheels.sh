@@ -3,7 +3,7 @@
 # .whl/ (git-ignored) for `run` to carry: `bash benchmarks/gpu_wheels.sh`, then `OUT=$OUT bash benchmarks/gpu_round.sh`
 # there with carry [".whl"]. Python 3.12 wheels for x86_64; ~57 MB of the 64 MiB a run can carry.
 # transformers 5.25+ would need huggingface_hub >= 2.4 and more wheels, so 5.23 (within setup.cfg's range) goes.
-# tenacity: earthvl's fetcher retries with it, and the benchmarks import the builders that use the fetcher.
+# tenacity (not among what gpu.md saw in the image): the benchmarks import the builders, whose fetcher retries with it.
 set -eu
 rm -rf .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
