@@ -16,6 +16,7 @@ from earthvl.builders.gaia import layout
 from earthvl.cli import main as cli
 
 KEPT = sorted(record_id for record_id, fate in PLANTED.items() if fate is None)
+KEPT_IMAGES = sorted(f"{i}.png" for i in KEPT)
 ANNOTATED = len(KEPT) + 1  # record 20 is asked too, and fails
 REQUESTS = 1 + ANNOTATED + 1 + 2  # one summary, one annotation each, a retry for 19, two for 20
 
@@ -76,9 +77,29 @@ def test_the_fixture_becomes_a_gaia_dataset_with_every_record_accounted_for(worl
     assert sorted(i for split in built.values() for i in split["id"]) == KEPT
     assert built["train"][0]["image"].size[0] > 0
 
+    images = out / "images"
+    assert _image_names(out) == KEPT_IMAGES  # no duplicate's, no failed record's, no manifest
+    assert images.joinpath("1.png").stat().st_nlink == 2  # a hard link to the fetch cache's file
+    assert images.joinpath("16.png").read_bytes() == (records.parent / "local" / "16.png").read_bytes()
+    assert not images.joinpath("16.png").samefile(records.parent / "local" / "16.png")  # the user's file, copied
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not ours")
+    (images / "99.png").write_bytes(b"an image an earlier run kept")
+    (images / "98.png").symlink_to(outside)
+    (images / "1.png").unlink()
+    (images / "1.png").symlink_to(outside)
     before = chat.requests
     assert cli(_args(records, gazetteer, out, chat)) == 0  # everything answered is cached; 20 is asked again
     assert chat.requests - before == 3
+    assert _image_names(out) == KEPT_IMAGES and outside.read_bytes() == b"not ours"
+    assert not images.joinpath("1.png").is_symlink() and images.joinpath("1.png").stat().st_nlink == 2
+    report = json.loads((out / "annotation_report.json").read_text())
+    assert report["steps"]["split"]["stray_images_removed"] == 2
+
+
+def _image_names(out):
+    return sorted(os.listdir(out / "images"))
 
 
 @pytest.mark.slow
@@ -108,6 +129,7 @@ def test_a_killed_run_resumes_asking_only_for_records_not_done(world, chat, tmp_
     assert report["usage"]["total"]["requests"] == REQUESTS - done_before_kill
     assert report["usage"]["summarise"]["cached"] == 1
     assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
+    assert _image_names(out) == KEPT_IMAGES
 
 
 @pytest.mark.slow
@@ -119,9 +141,9 @@ def test_a_run_stopped_by_max_requests_writes_no_dataset_and_the_next_run_finish
     assert chat.requests == 4 and "run the same command again" in report["stopped"]
     assert report["usage"]["annotate"]["pending"] == ANNOTATED - 3 and report["usage"]["annotate"]["stopped_by"] == "max_requests"
     assert not any(entry["step"] == "annotate" for entry in report["dropped"])
-    assert not (out / "train_data.json").exists()
+    assert not (out / "train_data.json").exists() and not (out / "images").exists()
     assert cli(_args(records, gazetteer, out, chat)) == 0
-    assert chat.requests == REQUESTS
+    assert chat.requests == REQUESTS and _image_names(out) == KEPT_IMAGES
     assert sorted(row["id"] for split in layout.SPLITS for row in json.loads((out / layout.json_path(split)).read_text())) == KEPT
 
 

@@ -181,6 +181,29 @@ def test_split_writes_gaia_files_with_upstream_fields(tmp_path):
     assert report.steps["split"]["without_coordinates"] == 7
 
 
+def test_the_images_folder_is_never_written_or_emptied_through_a_link_nor_a_subfolder_deleted(tmp_path):
+    from earthvl.builders.gaia.annotate.write import remove_stray_images, write_images
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "9.png").write_bytes(b"not ours")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").symlink_to(tmp_path / "elsewhere")
+    record = _record(1, "t", str(tmp_path / "1.png"))
+    record.image_file = tmp_path / "1.png"
+    record.image_file.write_bytes(encoded(scene(1)))
+    with pytest.raises(EarthvlError, match="images is not a folder of its own"):
+        write_images([record], out)
+    with pytest.raises(EarthvlError, match="images is not a folder of its own"):
+        remove_stray_images(out, set())
+    assert [p.name for p in (tmp_path / "elsewhere").iterdir()] == ["9.png"]
+    (out / "images").unlink()
+    (out / "images" / "mine").mkdir(parents=True)
+    with pytest.raises(EarthvlError, match="mine is a folder, which annotate gaia does not write"):
+        remove_stray_images(out, write_images([record], out))
+    assert (out / "images" / "mine").is_dir() and (out / "images" / "1.png").read_bytes() == encoded(scene(1))
+
+
 def test_images_go_to_the_model_as_they_are_or_downscaled(tmp_path):
     import base64
     import io

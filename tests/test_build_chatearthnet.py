@@ -551,3 +551,21 @@ def test_patch_center_refuses_tiles_outside_the_grid():
     for x, y in ((8192, 0), (0, 8192), (-1, 5), (1, 99999999)):
         with pytest.raises(ValueError, match="outside the zoom-13 grid"):
             layout.patch_center(x, y, "00")
+
+
+def test_a_split_with_no_row_is_not_written_and_loads_without_it(sample_world, tmp_path, cache):
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_world.chatearthnet.root, tree)
+    for name, _ in records(tree, "gpt35", "test"):
+        (tree / layout.image_path("rgb", name)).unlink(missing_ok=True)
+    out = tmp_path / "out"
+    report = build_chatearthnet(tree, out, configs="gpt35", progress=False, num_proc=1)
+    assert report["rows"]["gpt35"]["test"] == 0 and report["empty_splits"] == {"gpt35": ["test"]}
+    assert shards(out, "gpt35") == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+    loaded = load_dataset(str(out), "gpt35", cache_dir=cache)
+    assert {split: len(rows) for split, rows in loaded.items()} == {
+        split: len(records(tree, "gpt35", split)) for split in ("train", "validation")
+    }
+    card = DatasetCard.load(out / "README.md")
+    assert [f["split"] for f in card.data.configs[0]["data_files"]] == ["train", "validation"]
+    assert "Splits without rows are not written: `gpt35` test." in card.text

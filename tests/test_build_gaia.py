@@ -464,3 +464,40 @@ def test_fetch_with_duplicate_or_unusable_ids_fetches_the_rest(copy, server, tmp
         (2, "not fetched: the id is longer than 200 bytes and cannot name the image file"),
     ]
     assert dict(server.hits) == {"/first.png": 1}
+
+
+def test_a_split_with_no_row_is_not_written_and_the_card_and_report_say_so(copy, tmp_path, cache):
+    from earthvl.builders.folder import report_summary
+    from earthvl.data import load_split
+
+    path = copy / layout.json_path("test")
+    records = json.loads(path.read_text())
+    path.write_text(json.dumps([{**record, "captions": "one string"} for record in records]))
+    out = tmp_path / "out"
+    report = build_gaia(copy, out, progress=False)
+    assert report["rows"]["default"]["test"] == report["rows"]["metadata"]["test"] == 0
+    assert report["empty_splits"] == {"default": ["test"], "metadata": ["test"]}
+    assert sum(entry["json_file"] == "test_data.json" for entry in report["skipped"]) == 2 * len(records)
+    rows = report["rows"]["default"]
+    summary = f"default: train {rows['train']}, validation {rows['validation']}, test 0 (not written)"
+    assert rows["train"] and rows["validation"] and summary in report_summary("GAIA", out, report)
+    for config in ("default", "metadata"):
+        assert not list((out / "data" / config).glob("test-*"))
+        loaded = load_dataset(str(out), config, cache_dir=cache)
+        assert {split: len(table) for split, table in loaded.items()} == {
+            split: report["rows"][config][split] for split in ("train", "validation")
+        }
+    card = DatasetCard.load(out / "README.md")
+    assert all([f["split"] for f in entry["data_files"]] == ["train", "validation"] for entry in card.data.configs)
+    assert "Splits without rows are not written: `default` test, `metadata` test." in card.text
+    with pytest.raises(EarthvlError, match="config 'default' of .* has no split 'test'; it has train, validation"):
+        load_split(str(out), "default", "test")
+
+
+def test_a_config_with_no_row_in_any_split_is_an_error_naming_it(copy, tmp_path):
+    (tmp_path / "no_images").mkdir()
+    with pytest.raises(EarthvlError) as error:
+        build_gaia(copy, tmp_path / "out", images="folder", image_dir=tmp_path / "no_images", progress=False)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"no usable GAIA record for default in {copy}: ")
+    assert "no image" in message and not (tmp_path / "out").exists()

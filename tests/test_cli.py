@@ -1,9 +1,12 @@
 """The `earthvl` entry point: dispatch to one- and two-word commands, and clear messages for unknown ones."""
 
+from pathlib import Path
+
 import pytest
 from datasets import load_dataset
 
-from earthvl.cli import main
+import earthvl.scripts
+from earthvl.cli import COMMANDS, main
 
 
 def test_unknown_and_incomplete_commands_name_what_exists(capsys):
@@ -14,6 +17,13 @@ def test_unknown_and_incomplete_commands_name_what_exists(capsys):
     with pytest.raises(SystemExit):
         main(["build"])
     assert "'build' needs one of: chatearthnet" in capsys.readouterr().err
+
+
+def test_every_public_script_module_is_a_command():
+    """A module of earthvl/scripts is a command (`make_parser`, `main`, in COMMANDS); what scripts share is private."""
+    folder = Path(earthvl.scripts.__file__).parent
+    public = {f"earthvl.scripts.{path.stem}" for path in folder.glob("*.py") if not path.name.startswith("_")}
+    assert public == {module for module, _ in COMMANDS.values()}
 
 
 def test_build_chatearthnet_from_the_sample_zips(sample_world, tmp_path, capsys):

@@ -11,12 +11,12 @@ side) scaled down to 28 -> 42 px (4 -> 6).
 import argparse
 import io
 import json
-import math
 
 import numpy as np
 import pytest
 import sentencepiece
 import torch
+from geochat_reference import geochat_interpolation
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -104,15 +104,6 @@ def _geochat_config(tower):
         "mm_use_im_patch_token": False, "image_aspect_ratio": "pad", "image_grid_pinpoints": None, "use_mm_proj": True,
         "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
     }  # fmt: skip
-
-
-def geochat_interpolation(weight, grid):
-    """GeoChat's clip_interpolate_embeddings: bicubic, align_corners=True, class token untouched."""
-    n, dim = weight.shape
-    old = int(math.sqrt(n - 1))
-    patches = weight[1:].unsqueeze(0).permute(0, 2, 1).reshape(1, dim, old, old)
-    patches = nn.functional.interpolate(patches, size=grid, mode="bicubic", align_corners=True)
-    return torch.cat([weight[:1], patches.reshape(1, dim, grid * grid).permute(0, 2, 1)[0]])
 
 
 def _tower_vision_weights(tower):

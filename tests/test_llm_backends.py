@@ -66,6 +66,26 @@ def test_500s_are_retried_then_reported(server):
     assert server.hits["/v1/chat/completions"] == 2
 
 
+def test_backoff_without_retry_after_doubles_with_up_to_a_second_of_jitter_through_current_tenacity():
+    import warnings
+
+    from tenacity import RetryCallState
+
+    from earthvl.llm.backends import MAX_RETRY_WAIT
+
+    waits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # no deprecated tenacity call
+        for attempt in (1, 2, 3, 30):
+            state = RetryCallState(None, None, (), {})
+            state.attempt_number = attempt
+            state.set_exception((ConnectionError, ConnectionError("down"), None))
+            waits.append(backend("http://127.0.0.1:9", backoff=0.5)._wait(state))
+    for wait, low in zip(waits, (0.5, 1.0, 2.0)):
+        assert low <= wait <= low + 1.0
+    assert waits[-1] == MAX_RETRY_WAIT
+
+
 def test_slow_answers_time_out_per_try(server):
     url = chat_route(server, script=["slow", "slow"])
     with pytest.raises(RequestFailed, match=r"timed out \(0.2 s per try\) after 2 tries"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import concatenate_datasets
+from geochat_reference import geochat_interpolation
 from PIL import Image
 from transformers import AutoProcessor, CLIPModel, CLIPVisionModel, LlavaForConditionalGeneration
 
@@ -19,6 +20,7 @@ from earthvl.models.tiny import IMAGE_SIZE, PATCH_SIZE
 from earthvl.models.vision import (
     band_statistics,
     interpolate_position_embeddings,
+    interpolate_positions,
     multispectral_pixel_values,
     vision_embeddings,
     widen_patch_embedding,
@@ -261,7 +263,7 @@ def test_multispectral_pixel_values_check_band_counts():
 
 
 def test_interpolation_to_a_larger_size(llava_processor):
-    model, reference = load_llava(), load_llava()
+    model = load_llava()
     embeddings = vision_embeddings(model)
     old_weight = embeddings.position_embedding.weight.detach().clone()
     grid = LARGER // PATCH_SIZE
@@ -273,6 +275,7 @@ def test_interpolation_to_a_larger_size(llava_processor):
     assert (embeddings.num_patches, embeddings.num_positions, embeddings.image_size) == (144, 145, LARGER)
     assert model.config.vision_config.image_size == LARGER and model.config.image_seq_length == grid * grid
     assert torch.equal(embeddings.position_embedding.weight[0], old_weight[0])  # the class token's
+    assert torch.allclose(embeddings.position_embedding.weight, geochat_interpolation(old_weight, grid), atol=1e-6)
 
     inputs = llava_inputs(llava_processor)
     assert inputs["pixel_values"].shape == (2, 3, LARGER, LARGER)
@@ -282,11 +285,24 @@ def test_interpolation_to_a_larger_size(llava_processor):
         features = model.model.get_image_features(
             inputs["pixel_values"], vision_feature_layer=-2, vision_feature_select_strategy="default"
         ).pooler_output
-        # The same bicubic interpolation transformers applies on the fly with `interpolate_pos_encoding=True`.
-        tower = model.model.vision_tower(inputs["pixel_values"]).last_hidden_state
-        on_the_fly = reference.model.vision_tower(inputs["pixel_values"], interpolate_pos_encoding=True)
     assert [f.shape[0] for f in features] == [grid * grid] * 2
-    assert torch.equal(tower, on_the_fly.last_hidden_state)
+
+
+def test_positions_are_interpolated_as_geochat_does():
+    """GeoChat's 24 -> 36 patches per side, scaled down to 4 -> 6: bicubic with aligned corners, the class token
+    apart; not transformers' on-the-fly `interpolate_pos_encoding` (align_corners=False)."""
+    weight = torch.randn(1 + 4 * 4, 5, generator=torch.Generator().manual_seed(0))
+    resized = interpolate_positions(weight, 6)
+    assert resized.shape == (1 + 6 * 6, 5) and torch.equal(resized[0], weight[0])
+    assert torch.allclose(resized, geochat_interpolation(weight, 6), atol=1e-6)
+    grid = weight[1:].T.reshape(1, 5, 4, 4)
+    unaligned = torch.nn.functional.interpolate(grid, size=6, mode="bicubic", align_corners=False).reshape(5, 36).T
+    assert not torch.allclose(resized[1:], unaligned, atol=1e-3)
+    # Aligned corners: the grid's corner positions keep their embeddings exactly.
+    corners = [(0, 0), (0, 3), (3, 0), (3, 3)]
+    assert all(torch.allclose(resized[1 + 6 * (r * 5 // 3) + c * 5 // 3], weight[1 + 4 * r + c], atol=1e-6) for r, c in corners)
+    with pytest.raises(EarthvlError, match="15 patch positions do not form a square grid"):
+        interpolate_positions(weight[:-1], 6)
 
 
 def test_interpolation_to_the_same_size_changes_nothing(llava_processor):

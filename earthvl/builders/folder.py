@@ -97,16 +97,13 @@ class ShardWriter:
 
     def close(self) -> list[Path]:
         """Finish and name the shards."""
-        return name_shards(self.folder, self.split, self.features, self.finish())
+        return name_shards(self.folder, self.split, self.finish())
 
 
-def name_shards(folder: Path, split: str, features: Features, partials: list[Path]) -> list[Path]:
-    """Rename a split's unnamed shards, in order, to `<split>-XXXXX-of-YYYYY.parquet`; with none, write one empty
-    shard so that the split still loads."""
-    if not partials:
-        empty = folder / f"{split}-empty.partial"
-        pq.write_table(features.arrow_schema.empty_table(), empty)
-        partials = [empty]
+def name_shards(folder: Path, split: str, partials: list[Path]) -> list[Path]:
+    """Rename a split's unnamed shards, in order, to `<split>-XXXXX-of-YYYYY.parquet`. A split without rows has
+    none and gets none: `datasets` cannot load a Parquet file without rows, so the split is left out (see
+    `BuildReport.empty_splits`)."""
     total = len(partials)
     final = [folder / f"{split}-{i:05d}-of-{total:05d}.parquet" for i in range(total)]
     for partial, path in zip(partials, final):
@@ -141,9 +138,14 @@ class BuildReport:
         """Record a skipped record once per config it was meant for; `where` names split, file, index, id."""
         self.skipped.extend({"config": config, **where, "reason": reason} for config in configs)
 
+    def empty_splits(self) -> dict[str, list[str]]:
+        """config -> its splits without rows, which are not written (for the configs that have any)."""
+        empty = {config: [split for split, rows in splits.items() if not rows] for config, splits in self.rows.items()}
+        return {config: splits for config, splits in empty.items() if splits}
+
     def as_dict(self) -> dict[str, Any]:
         report = {"source": self.source, "source_kind": self.source_kind, "rows": self.rows, "skipped": self.skipped}
-        return {**report, **self.notes}
+        return {**report, "empty_splits": self.empty_splits(), **self.notes}
 
     def save(self, folder: Path) -> None:
         """Write `build_report.json` as strict JSON: NaN and infinities (which JSON lacks) become null."""
@@ -173,12 +175,14 @@ def choose(kind: str, wanted: str | Iterable[str] | None, known: Iterable[str]) 
     return [k for k in known if k in wanted]
 
 
-def card_configs(configs: Iterable[str], splits: Iterable[str], default: str) -> list[dict[str, Any]]:
-    """The YAML `configs` entries that point each config's splits at its shards."""
-    configs, splits = list(configs), list(splits)
+def card_configs(configs: Iterable[str], rows: Mapping[str, Mapping[str, int]], default: str) -> list[dict[str, Any]]:
+    """The YAML `configs` entries that point each config's splits with rows (`rows`: config -> split -> rows) at
+    its shards."""
+    configs = list(configs)
     default = default if default in configs else configs[0]
     entries = []
     for config in configs:
+        splits = [split for split, count in rows[config].items() if count]
         entry: dict[str, Any] = {
             "config_name": config,
             "data_files": [{"split": split, "path": f"{DATA_DIR}/{config}/{split}-*.parquet"} for split in splits],
@@ -247,7 +251,8 @@ def report_summary(dataset: str, out: str | Path, report: Mapping[str, Any]) -> 
     """A few lines for the terminal: where the build went, rows per config and split, how many were skipped."""
     lines = [f"{dataset} built into {out} from the {report['source_kind']} at {report['source']}"]
     for config, splits in report["rows"].items():
-        lines.append(f"  {config}: " + ", ".join(f"{split} {rows:,}" for split, rows in splits.items()))
+        counts = (f"{split} {rows:,}" if rows else f"{split} 0 (not written)" for split, rows in splits.items())
+        lines.append(f"  {config}: " + ", ".join(counts))
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped']):,} records; reasons in {Path(out) / REPORT_FILE}")
     shared = sum(len(names) for names in report.get("duplicate_members", {}).values())

@@ -23,11 +23,9 @@ GRID_IMAGES = 8
 
 
 def read_columns(folder: Path, config: str, columns: Sequence[str], splits: Iterable[str]) -> dict[str, pa.Table]:
-    """`columns` of each split of a built config, read from its shards."""
-    return {
-        split: pq.read_table(sorted((folder / DATA_DIR / config).glob(f"{split}-*.parquet")), columns=list(columns))
-        for split in splits
-    }
+    """`columns` of each split of a built config that has shards (a split without rows has none), read from them."""
+    shards = {split: sorted((folder / DATA_DIR / config).glob(f"{split}-*.parquet")) for split in splits}
+    return {split: pq.read_table(files, columns=list(columns)) for split, files in shards.items() if files}
 
 
 def first_images(folder: Path, config: str, split: str, column: str = "image", count: int = GRID_IMAGES) -> list[PILImage.Image]:
@@ -41,10 +39,14 @@ def first_images(folder: Path, config: str, split: str, column: str = "image", c
 
 
 def rows_table(rows: Mapping[str, Mapping[str, int]]) -> str:
-    """A Markdown table of rows per config (lines) and split (columns)."""
+    """A Markdown table of rows per config (lines) and split (columns), and which splits have no rows (and so no
+    files)."""
     splits = list(dict.fromkeys(split for counts in rows.values() for split in counts))
     header = "| config | " + " | ".join(splits) + " |\n|---|" + "---:|" * len(splits)
     lines = [f"| `{config}` | " + " | ".join(f"{counts.get(split, 0):,}" for split in splits) + " |" for config, counts in rows.items()]
+    empty = [f"`{config}` {split}" for config, counts in rows.items() for split, count in counts.items() if not count]
+    if empty:
+        lines.append(f"\nSplits without rows are not written: {', '.join(empty)}.")
     return "\n".join([header, *lines])
 
 

@@ -150,7 +150,7 @@ class OpenAIBackend:
         asked = retry_after_seconds(getattr(getattr(error, "response", None), "headers", None))
         if asked is not None:
             return min(asked, MAX_RETRY_WAIT)
-        return wait_exponential_jitter(initial=self.backoff, max=MAX_RETRY_WAIT)(retry_state)
+        return wait_exponential_jitter(multiplier=self.backoff, max=MAX_RETRY_WAIT)(retry_state)
 
     def _create(self, request: ChatRequest) -> Any:
         kwargs: dict[str, Any] = {

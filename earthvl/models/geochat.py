@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from torch import nn
 from transformers import (
     AutoTokenizer,
     CLIPImageProcessorPil,
@@ -51,6 +50,7 @@ from earthvl.atomic import staged_dir
 from earthvl.errors import EarthvlError
 from earthvl.models.chat_templates import GEOCHAT_CHAT_TEMPLATE
 from earthvl.models.llava import llava15_config, llava15_processor
+from earthvl.models.vision import interpolate_positions
 
 logger = logging.getLogger(__name__)
 
@@ -279,17 +279,6 @@ def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
                 raise EarthvlError(f"{path}: {key} is also in another shard")
             weights[key] = value
     return weights
-
-
-def interpolate_positions(weight: torch.Tensor, grid: int) -> torch.Tensor:
-    """CLIP position embeddings (class token first, then a square patch grid) resized to `grid` x `grid` patches the
-    way GeoChat does: bicubic with aligned corners, in float32, the class token's embedding kept."""
-    old_grid = math.isqrt(weight.shape[0] - 1)
-    if old_grid * old_grid != weight.shape[0] - 1:
-        raise EarthvlError(f"{weight.shape[0] - 1} patch positions do not form a square grid")
-    patches = weight[1:].float().T.reshape(1, -1, old_grid, old_grid)
-    resized = nn.functional.interpolate(patches, size=grid, mode="bicubic", align_corners=True)
-    return torch.cat([weight[:1].float(), resized.reshape(weight.shape[1], grid * grid).T]).to(weight.dtype)
 
 
 class _Names:

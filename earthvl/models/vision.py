@@ -6,8 +6,8 @@ and keep their configs in step, so `save_pretrained` / `from_pretrained` round-t
 - Multispectral: `widen_patch_embedding` gives the patch embedding extra input channels initialised to zero, so
   the widened model starts out computing exactly what the RGB model did; `band_statistics` and
   `multispectral_pixel_values` turn ChatEarthNet's nine bands (`layout.BANDS`, RGB first) into pixel values.
-- Resolution: `interpolate_position_embeddings` resizes the position embeddings by bicubic interpolation, as
-  GeoChat did to go from 336 px (24x24 patches) to 504 px (36x36).
+- Resolution: `interpolate_position_embeddings` resizes the position embeddings by bicubic interpolation with
+  aligned corners (`interpolate_positions`), as GeoChat did to go from 336 px (24x24 patches) to 504 px (36x36).
 """
 
 from __future__ import annotations
@@ -184,8 +184,23 @@ def _resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return resized[:, top : top + size, left : left + size]
 
 
+def interpolate_positions(weight: torch.Tensor, grid: int) -> torch.Tensor:
+    """CLIP position embeddings (class token first, then a square patch grid) resized to `grid` x `grid` patches the
+    way GeoChat does (`CLIPVisionTower.clip_interpolate_embeddings` in GeoChat's
+    geochat/model/multimodal_encoder/clip_encoder.py): bicubic with `align_corners=True`, in float32, the class
+    token's embedding kept apart. transformers' on-the-fly `interpolate_pos_encoding` uses `align_corners=False`:
+    its positions differ slightly from these."""
+    old_grid = math.isqrt(weight.shape[0] - 1)
+    if old_grid * old_grid != weight.shape[0] - 1:
+        raise EarthvlError(f"{weight.shape[0] - 1} patch positions do not form a square grid")
+    patches = weight[1:].float().T.reshape(1, -1, old_grid, old_grid)
+    resized = nn.functional.interpolate(patches, size=grid, mode="bicubic", align_corners=True)
+    return torch.cat([weight[:1].float(), resized.reshape(weight.shape[1], grid * grid).T]).to(weight.dtype)
+
+
 def interpolate_position_embeddings(model: nn.Module, image_size: int, processor: Any = None) -> None:
-    """Make the vision tower take `image_size` px images by bicubic interpolation of its position embeddings.
+    """Make the vision tower take `image_size` px images by interpolating its position embeddings as GeoChat does
+    (`interpolate_positions`).
 
     The patch grid goes from (old image_size / patch_size)^2 to (image_size / patch_size)^2 positions; the
     class-token embedding is kept as is. The config follows (`vision_config.image_size`, and a LLaVA config's
@@ -204,14 +219,9 @@ def interpolate_position_embeddings(model: nn.Module, image_size: int, processor
     if grid != old_grid:
         old = embeddings.position_embedding
         weight = old.weight.detach()
-        class_pos, patch_pos = weight[:1], weight[1:]
-        dim = weight.shape[-1]
-        patch_pos = patch_pos.float().reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
-        patch_pos = nn.functional.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid * grid, dim).to(weight.dtype)
-        new = nn.Embedding(grid * grid + 1, dim, device=weight.device, dtype=weight.dtype)
+        new = nn.Embedding(grid * grid + 1, weight.shape[-1], device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            new.weight.copy_(torch.cat([class_pos, patch_pos]))
+            new.weight.copy_(interpolate_positions(weight, grid))
         new.requires_grad_(old.weight.requires_grad)
         embeddings.position_embedding = new
         embeddings.num_patches = grid * grid
@@ -237,6 +247,7 @@ def interpolate_position_embeddings(model: nn.Module, image_size: int, processor
 __all__ = [
     "band_statistics",
     "interpolate_position_embeddings",
+    "interpolate_positions",
     "multispectral_pixel_values",
     "vision_embeddings",
     "widen_patch_embedding",

@@ -552,7 +552,7 @@ def _build_split(
                 report.skip(skipped_configs, where, reason)
             bar.update(len(chunk.records))
     for config in configs:
-        name_shards(folder / DATA_DIR / config, split, features_for(CONFIGS[config].multispectral), shards[config])
+        name_shards(folder / DATA_DIR / config, split, shards[config])
         report.rows.setdefault(config, {})[split] = rows[config]
     return len(records)
 

@@ -66,19 +66,20 @@ def dataset_card(folder: Path, report: BuildReport, configs: Sequence[str], spli
     texts = {source: [t for table in split_tables.values() for t in table.column("caption").to_pylist()] for source, split_tables in tables.items()}
     first = configs[0]
     located = tables[CONFIGS[first].captions]
-    grid = first_images(folder, first, splits[0])
+    first_split = next(iter(located))
+    grid = first_images(folder, first, first_split)
     data = DatasetCardData(
         license=layout.LICENSE,
         language="en",
         pretty_name="ChatEarthNet",
         task_categories=["image-to-text", "zero-shot-image-classification"],
         tags=["remote-sensing", "earth-observation", "sentinel-2", "multispectral"],
-        configs=card_configs(configs, splits, DEFAULT_CONFIG),
+        configs=card_configs(configs, report.rows, DEFAULT_CONFIG),
     )
     figures = figures_section(
         folder,
         images=grid,
-        captions=located[splits[0]].column("caption").to_pylist(),
+        captions=located[first_split].column("caption").to_pylist(),
         lats=[lat for table in located.values() for lat in table.column("lat").to_pylist()],
         lons=[lon for table in located.values() for lon in table.column("lon").to_pylist()],
         groups=[split for split, table in located.items() for _ in range(table.num_rows)],

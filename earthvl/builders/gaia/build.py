@@ -380,8 +380,10 @@ def build_gaia(
             for config, writer in writers.items():
                 writer.close()
                 report.rows.setdefault(config, {})[split] = writer.rows
-        if not any(report.rows[config][split] for config in config_list for split in split_list):
-            raise EarthvlError(f"no usable GAIA record in {source}: see the reasons, e.g. {report.skipped[:3]}")
+        for config in config_list:
+            if not any(report.rows[config].values()):
+                examples = [entry for entry in report.skipped if entry["config"] == config][:3]
+                raise EarthvlError(f"no usable GAIA record for {config} in {source}: see the reasons, e.g. {examples}")
         report.notes["field_counts"] = dict(report.notes.get("field_counts", {}))
         dataset_card(staging, report, config_list, split_list, strip_prefix).save(staging / CARD_FILE)
         report.save(staging)

@@ -33,9 +33,9 @@ def dataset_card(folder: Path, report: BuildReport, configs: Sequence[str], spli
     lats = [lat for table in tables.values() for lat in table.column("lat").to_pylist()]
     lons = [lon for table in tables.values() for lon in table.column("lon").to_pylist()]
     groups = [split for split, table in tables.items() for _ in range(table.num_rows)]
-    first = next(iter(tables.values()))
+    first_split, first = next(iter(tables.items()))
     grid_captions = [row[0] if row else "" for row in first.column("captions").to_pylist()]
-    images = first_images(folder, "default", splits[0]) if "default" in configs else []
+    images = first_images(folder, "default", first_split) if "default" in configs else []
     texts = {name: source for name, source in {"synthetic captions": captions, "alt text": alt_texts}.items() if source}
     data = DatasetCardData(
         license=layout.LICENSE,
@@ -43,7 +43,7 @@ def dataset_card(folder: Path, report: BuildReport, configs: Sequence[str], spli
         pretty_name="GAIA",
         task_categories=["image-to-text", "zero-shot-image-classification", "text-to-image"],
         tags=["remote-sensing", "earth-observation", "image-captioning", "retrieval"],
-        configs=card_configs(configs, splits, "default"),
+        configs=card_configs(configs, report.rows, "default"),
     )
     prefix_note = (
         f'The "{layout.CAPTION_PREFIX}" opening of every synthetic caption was removed (`--strip_prefix`).'

@@ -2,13 +2,12 @@
 manifest) and visually near-identical images (perceptual hashes, `imagehash`). Of each group of duplicates the record
 with the richest article stays; every dropped record names the one it duplicates.
 
-The images are fetched here (`fetch_all`, into `images/<id>.<ext>`, resumable) or read from their local paths, since
-both byte and visual comparisons need them."""
+The images are fetched here (`fetch_all`, into the fetch cache as `<id>.<ext>`, resumable) or read from their local
+paths, since both byte and visual comparisons need them."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Callable, Hashable, Iterable
 from urllib.parse import urlsplit, urlunsplit
@@ -71,24 +70,19 @@ def drop_duplicates(
     return kept
 
 
-def _local_copy(record: Record, image_dir: Path) -> tuple[Path, str]:
+def _local_image(record: Record) -> tuple[Path, str]:
     source = Path(record.image_src)
-    suffix = source.suffix.lower()
-    if suffix not in IMAGE_EXTENSIONS:
+    if source.suffix.lower() not in IMAGE_EXTENSIONS:
         raise OSError(f"{source} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
-    target = image_dir / f"{record.id}{suffix}"
-    data = source.read_bytes()
-    if not target.is_file() or target.stat().st_size != len(data):
-        shutil.copyfile(source, target)
-    return target, hashlib.sha256(data).hexdigest()
+    return source, hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def fetch_images(
     records: list[Record], image_dir: Path, policy: FetchPolicy, report: AnnotationReport, progress: bool = True
 ) -> list[Record]:
-    """Each record's image as `image_dir/<id>.<ext>` with its sha256: URLs through the polite fetcher (whose
-    manifest keeps the sha256 of what earlier runs fetched), local paths copied. Records whose image cannot be had
-    are dropped with the reason."""
+    """Each record's image file with its sha256: URLs through the polite fetcher into `image_dir/<id>.<ext>` (its
+    manifest keeps the sha256 of what earlier runs fetched), local paths where they are. Records whose image cannot
+    be had are dropped with the reason."""
     image_dir.mkdir(parents=True, exist_ok=True)
     results = fetch_all(((str(r.id), r.image_src) for r in records if r.is_url), image_dir, policy, progress=progress)
     kept = []
@@ -105,7 +99,7 @@ def fetch_images(
                 continue
         else:
             try:
-                record.image_file, record.sha256 = _local_copy(record, image_dir)
+                record.image_file, record.sha256 = _local_image(record)
             except OSError as error:
                 report.drop(IMAGES_STEP, record.id, f"local image {record.image_src} cannot be read: {error}")
                 continue

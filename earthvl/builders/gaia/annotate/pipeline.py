@@ -17,8 +17,9 @@ from earthvl.llm.backends import Backend, make_backend
 from earthvl.llm.cache import ResultCache
 from earthvl.llm.options import BackendArguments
 
-IMAGE_DIR = "images"
 CACHE_DIR = "cache"
+FETCH_DIR = "images"
+"""The fetched images, under CACHE_DIR with the fetch manifest: every record's, duplicates included, for re-runs."""
 ANSWERS_FILE = "answers.jsonl"
 
 
@@ -81,7 +82,7 @@ def annotate_gaia(
     out.mkdir(parents=True, exist_ok=True)
     policy = fetch_policy or FetchPolicy(allow_networks=tuple(args.allow_networks or ()))
     records = dedup.deduplicate(
-        records, out / IMAGE_DIR, policy, report,
+        records, out / CACHE_DIR / FETCH_DIR, policy, report,
         max_distance=args.near_duplicate_distance, max_pixels=args.max_pixels, progress=progress,
     )
 
@@ -106,8 +107,10 @@ def annotate_gaia(
         report.notes["stopped"] = f"{reasons}: no dataset written; run the same command again to continue"
     else:
         geocode.geocode(records, geocoder, report, out / CACHE_DIR)
+        images = write.write_images(records, out)  # before the JSONs that name them, strays after
         write.write_splits(records, out, report, seed=args.split_seed)
-        report.notes["images"] = f"{IMAGE_DIR}/<id>.<ext>: `earthvl build gaia --source {out} --images folder`"
+        report.count(write.STEP, "stray_images_removed", write.remove_stray_images(out, images))
+        report.notes["images"] = f"{write.IMAGE_DIR}/<id>.<ext>: `earthvl build gaia --source {out} --images folder`"
     report.save(out)
     return report.as_dict()
 

@@ -1,5 +1,6 @@
 """What the `earthvl eval caption|classify|retrieve` scripts share: a parser from the shared and the task's
-dataclasses, and a main that runs the task and prints its results."""
+dataclasses, and a main that runs the task and prints its results. Private (the leading underscore): CLI glue for
+those scripts, not a command of its own."""
 
 from __future__ import annotations
 
