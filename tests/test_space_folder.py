@@ -184,6 +184,7 @@ def test_gallery_is_shipped(space, sample_gaia):
     assert f"holds {GALLERY_COUNT} images, from the built dataset `{sample_gaia}`" in (space / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_python_app_py_serves_the_space(space, tmp_path):
     served = Served(space, tmp_path / "app.log")
     try:

@@ -66,6 +66,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["after a checkpoint", "during a save"])
 def test_resume_after_a_crash_continues_with_the_same_data_order(data, tmp_path, monkeypatch, where):
     # Unquantised LoRA: bitsandbytes' CPU 4-bit path rounds differently in a model reloaded mid-run (~5e-4 on

@@ -33,6 +33,7 @@ from earthvl.train.foundation import (
     mix,
     run,
     save_outputs,
+    seed_run,
 )
 from earthvl.training_output import CAPTIONING_FILE, MERGED_DIR
 
@@ -105,6 +106,7 @@ def train_blip2(
 ) -> Blip2Trainer:
     """Fine-tune, then save the adapter (or model), processor and generation settings into `output_dir`."""
     check_training(training_args)
+    seed_run(training_args)  # the LoRA weights are drawn before the Trainer seeds
     record = RunRecord(model_args.model_name_or_path)
     if training_args.remove_unused_columns:
         training_args.remove_unused_columns = False  # rows are made on access from the image and caption columns

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments, enable_full_determinism, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from earthvl import __version__
@@ -96,6 +96,16 @@ def check_training(args: TrainingArguments) -> None:
     if args.dataloader_num_workers < 0:
         raise EarthvlError(f"dataloader_num_workers must be 0 or more, got {args.dataloader_num_workers}")
     check_writable(args.output_dir, "training output folder", folder=True)
+
+
+def seed_run(args: TrainingArguments) -> None:
+    """Seed Python, NumPy and torch from `args.seed` (deterministic kernels too with `full_determinism`) as the Trainer
+    does in its constructor, but early enough for what is drawn before it: PEFT draws the LoRA weights when it wraps
+    the model, and without this they would come from whatever state earlier code left the global RNG in."""
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
 
 
 def split_name(spec: str) -> tuple[str, str | None]:
