@@ -25,4 +25,6 @@ def refuse_overlap(out: str | os.PathLike, what: str, inputs: Mapping[str, str |
         source = Path(path).resolve()
         if target == source or target.is_relative_to(source) or source.is_relative_to(target):
             relation = "is" if target == source else "lies inside" if target.is_relative_to(source) else "holds"
-            raise EarthvlError(f"the {what} {out} {relation} {option} {path}: give an output path apart from the inputs")
+            raise EarthvlError(
+                f"the {what} {out} {relation} {option} {path}: give an output path apart from the inputs"
+            )

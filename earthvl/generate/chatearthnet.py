@@ -296,7 +296,8 @@ def _bands(path: Path) -> np.ndarray:
     n = len(layout.BANDS)
     bands = read_tiff(path, n * DEFAULT_MAX_PIXELS)
     if bands.ndim != 3 or n not in (bands.shape[0], bands.shape[-1]):
-        raise MapRefused(f"{path.name}: a GeoTIFF patch needs {n} bands ({', '.join(layout.BANDS)}), shape {bands.shape}")
+        bands_named = ", ".join(layout.BANDS)
+        raise MapRefused(f"{path.name}: a GeoTIFF patch needs {n} bands ({bands_named}), shape {bands.shape}")
     if bands.shape[0] == n and bands.shape[-1] != n:
         bands = np.moveaxis(bands, 0, -1)
     return bands

@@ -232,9 +232,9 @@ class OpenAIBackend:
             # The body is left out: some servers echo part of the key.
             raise BackendUnusable(f"{self._where()} refused the key (HTTP {error.status_code}); check OPENAI_API_KEY") from None
         except (openai.PermissionDeniedError, openai.NotFoundError) as error:
-            raise BackendUnusable(
-                f"{self._where()} answered HTTP {error.status_code} for model {self.model!r}: {self._redacted(error.message)}"
-            ) from None
+            raise BackendUnusable(self._redacted(
+                f"{self._where()} answered HTTP {error.status_code} for model {self.model!r}: {error.message}"
+            )) from None
         except (openai.APITimeoutError, _TimedOut):
             raise RequestFailed(f"timed out ({self.timeout:g} s per try) {tries}") from None
         except openai.APIConnectionError as error:

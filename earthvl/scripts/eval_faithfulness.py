@@ -84,8 +84,10 @@ def load_captions(args: FaithfulnessArguments) -> tuple[dict[str, str], list[dic
                 row = json.loads(line)
             except ValueError as error:
                 raise EarthvlError(f"--predictions {path}, line {number}: not JSON: {error}") from error
-            if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("prediction"), str)):
-                raise EarthvlError(f"--predictions {path}, line {number}: needs a string 'id' (file name) and 'prediction'")
+            if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("id", "prediction"))):
+                raise EarthvlError(
+                    f"--predictions {path}, line {number}: needs a string 'id' (file name) and 'prediction'"
+                )
             pairs.append((row["id"], row["prediction"]))
         return _first_of_each(pairs, str(path), skipped), skipped
     root = Path(args.dataset)

@@ -19,6 +19,7 @@ from earthvl.paths import leads_out
 COLUMNS = ("id", "image_src", "image_alt", "article", "credits", "page_url", "date", "lat", "lon")
 """Input columns: `image_src` (an http(s) URL or a local path, relative to the records file) and `article` (text
 or HTML) are required; the rest may be missing or null."""
+TEXT_FIELDS = ("image_alt", "article", "credits", "page_url")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -82,7 +83,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     try:
         if kind == "jsonl":
             lines = path.read_text(encoding="utf-8").splitlines()
-            return [_object(_line(line, path, number), path, number) for number, line in enumerate(lines, 1) if line.strip()]
+            rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+            return [_object(_line(line, path, number), path, number) for number, line in rows]
         if kind == "json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, list):
@@ -205,7 +207,7 @@ def load_records(
             problems.append("only one of lat/lon is given: both ignored")
             lat = lon = None
         date = _date(row.get("date"), problems)
-        texts = {name: _unicode_text(name, row.get(name), problems) for name in ("image_alt", "article", "credits", "page_url")}
+        texts = {name: _unicode_text(name, row.get(name), problems) for name in TEXT_FIELDS}
         ignored += [{"id": record_id, "row": number, "reason": problem} for problem in problems]
         records.append(
             Record(
