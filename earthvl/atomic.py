@@ -46,12 +46,13 @@ def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) 
     return path
 
 
-def refuse_symlink(target: Path) -> None:
-    """An EarthvlError if `target`, a folder to be replaced, is a symbolic link: replacing it by renames would move
-    the link and leave its folder behind."""
+def refuse_symlink(target: Path, doing: str = "replacing") -> None:
+    """An EarthvlError if `target`, a folder to be replaced (or, with `doing="writing into"`, written into), is a
+    symbolic link: replacing it by renames would move the link and leave its folder behind; writing into it would
+    put the output wherever the link leads."""
     if target.is_symlink():
         raise EarthvlError(
-            f"{target} is a symbolic link (to {os.readlink(target)}): not replacing it; give the folder itself or "
+            f"{target} is a symbolic link (to {os.readlink(target)}): not {doing} it; give the folder itself or "
             "another path"
         )
 

@@ -24,6 +24,7 @@ from earthvl.cards.results_files import EVAL_DIR, load_results
 from earthvl.data import folder_configs
 from earthvl.dataset_folder import CARD_FILE, DATA_DIR, REPORT_FILE
 from earthvl.errors import EarthvlError
+from earthvl.paths import leads_out
 from earthvl.training_output import ADAPTER_CONFIG_FILE, CONFIG_FILE, MERGED_DIR, read_training_output
 from earthvl.models.loading import PICKLE_SUFFIXES
 
@@ -124,14 +125,13 @@ def sendable_files(folder: Path) -> dict[str, Path]:
     """The files of `folder` that may be sent, as path in the repo -> local file: all but `IGNORE_PATTERNS`. A link
     to a file inside the folder is sent as that file; a link to a folder inside it is not followed (its target is
     sent under its own name). An error naming every symbolic link that leads out of the folder."""
-    root = folder.resolve()
     files: dict[str, Path] = {}
     leaving = []
     for path in sorted(folder.rglob("*")):  # does not descend into linked folders
         name = path.relative_to(folder).as_posix()
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORE_PATTERNS):
             continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
+        if path.is_symlink() and leads_out(path, folder):
             leaving.append(name)
         elif path.is_file():
             files[name] = path

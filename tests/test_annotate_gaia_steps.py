@@ -47,6 +47,57 @@ def test_records_read_csv_with_a_column_mapping_and_report_what_they_ignore(tmp_
         load_records(tmp_path / "scraped.txt")
 
 
+def test_hostile_records_are_refused_or_flagged_and_the_report_can_be_written(tmp_path):
+    import os
+
+    folder = tmp_path / "scrape"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "ok.png").write_bytes(encoded(scene(1)))
+    (tmp_path / "private.png").write_bytes(encoded(scene(2)))
+    os.symlink(tmp_path / "private.png", folder / "img" / "link.png")
+    rows = [{"id": 1, "image_src": "img/ok.png", "article": "a lone \ud800 surrogate", "credits": "\udfff"},
+            {"id": "\ud800", "image_src": "img/ok.png"}, {"id": "../../x", "image_src": "img/ok.png"},
+            {"id": 4, "image_src": "../private.png"}, {"id": 5, "image_src": str(tmp_path / "private.png")},
+            {"id": 6, "image_src": "img/link.png"}]
+    path = folder / "scraped.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    records, refused, ignored = load_records(path)
+    assert [(r.id, r.article, r.credits) for r in records] == [(1, "a lone \ufffd surrogate", "\ufffd")]
+    assert [(e["id"], e["reason"]) for e in ignored] == [
+        (1, "article holds lone surrogates (not Unicode): replaced by U+FFFD"),
+        (1, "credits holds lone surrogates (not Unicode): replaced by U+FFFD"),
+    ]
+    reasons = {entry["id"]: entry["reason"] for entry in refused}
+    assert reasons["\\ud800"] == "id is not valid Unicode (a lone surrogate)"
+    assert reasons["../../x"] == "id is not a plain file name"
+    assert all(f"is not inside the records' folder {folder}" in reasons[i] for i in (4, 5, 6))
+    report = AnnotationReport(str(path))
+    for entry in refused:
+        report.drop("read", entry["id"], entry["reason"])
+    report.save(tmp_path)  # JSON in UTF-8: no lone surrogate left in it
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[2]) + "\n" + json.dumps(rows[3])[:-9] + "\n")
+    with pytest.raises(EarthvlError, match=f"records file {path}, line 3: not JSON"):
+        load_records(path)
+
+
+def test_the_annotation_folder_must_be_apart_from_the_records_and_no_link(tmp_path):
+    import os
+
+    from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments
+    from earthvl.builders.gaia.annotate.pipeline import annotate_gaia
+    from earthvl.llm.options import BackendArguments
+
+    records = tmp_path / "scraped.jsonl"
+    records.write_text('{"image_src": "a.png"}\n')
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    backend = BackendArguments(backend="openai", model="m", base_url="http://127.0.0.1:9/v1")
+    for out, message in ((tmp_path, "holds --records"), (tmp_path / "link", "is a symbolic link")):
+        with pytest.raises(EarthvlError, match=message):
+            annotate_gaia(AnnotateGaiaArguments(records=str(records), out=str(out)), backend)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "scraped.jsonl"]
+
+
 def _record(record_id, text, image_src="http://x.org/a.png"):
     return Record(id=record_id, image_src=image_src, text=text)
 

@@ -116,6 +116,8 @@ def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
             (["--images", cen, "--labels", folder, "--out", str(places / "gen"), "--reflectance_max", "0"], "reflectance_max"),
             (["--images", cen, "--labels", folder, "--out", str(places / "gen"), "--dates", missing], missing),
             (["--images", cen, "--labels", folder, "--out", str(places / "gen"), "--backend", "openai"], "--model"),
+            (["--images", cen, "--labels", folder, "--out", cen], f"is --images {cen}"),
+            (["--images", cen, "--labels", folder, "--out", f"{folder}/gen"], f"lies inside --labels {folder}"),
         ],
         "eval faithfulness": [
             (["--labels", folder], "exactly one of --dataset and --predictions"),
@@ -125,6 +127,7 @@ def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
             (["--labels", folder, "--dataset", cen, "--out", f"{UNWRITABLE}/f.json"], "/proc"),
             (["--labels", folder, "--dataset", cen], "no caption has a usable map"),
             (["--labels", missing, "--dataset", cen], missing),
+            (["--labels", folder, "--dataset", cen, "--out", f"{folder}/f.json"], f"lies inside --labels {folder}"),
         ],
         "build gaia": [
             (["--source", gaia, "--out", UNWRITABLE], "/proc"),
@@ -147,6 +150,8 @@ def cases(places, sample_world) -> dict[str, list[tuple[list[str], str]]]:
             (["--records", missing, "--out", str(places / "ann"), "--concurrency", "0"], "concurrency"),
             (["--records", missing, "--out", str(places / "ann"), "--backend", "claude"], "invalid choice: 'claude'"),
             (["--records", missing, "--out", str(places / "ann"), "--columns", "body"], "OURS=THEIRS"),
+            (["--records", str(places / "file.txt"), "--out", str(places), "--backend", "openai", "--model", "m"],
+             "holds --records"),
         ],
         "convert geochat": [
             (["--src", folder, "--out", UNWRITABLE], "/proc"),

@@ -135,6 +135,55 @@ def test_predictions_files_are_scored_against_their_maps(scene, tmp_path, capsys
                                              "reason": f"no land-cover map for 9_9_patch11.png in {labels}"}]
 
 
+def test_records_and_maps_that_cannot_be_scored_are_listed_never_dropped_silently(scene, tmp_path, capsys):
+    import os
+
+    from hostile_files import png_declaring
+    from PIL import Image
+
+    from earthvl.builders.chatearthnet.generation import colour_map
+    from earthvl.builders.chatearthnet.layout import json_path
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for name in ("1_1_patch00", "1_1_patch01"):
+        Image.fromarray(colour_map(scene)).save(labels / f"{name}.png")
+    (labels / "1_1_patch10.png").write_bytes(png_declaring(100_000, 100_000))
+    (labels / "1_1_patch11.tif").write_bytes(b"II*\x00" + b"\x00" * 8)  # a TIFF without an image
+    Image.fromarray(colour_map(scene)).save(tmp_path / "elsewhere.png")
+    os.symlink(tmp_path / "elsewhere.png", labels / "2_2_patch00.png")
+    records = [{"image": "1_1_patch00.png", "caption": "Water and trees."}, {"image": 5, "caption": "x"},
+               {"image": "1_1_patch01.png", "caption": ["a", "b"]}, "not a record",
+               {"image": "1_1_patch00.png", "caption": "Snow."}, {"image": "1_1_patch10.png", "caption": "Water."},
+               {"image": "1_1_patch11.png", "caption": "Water."}, {"image": "2_2_patch00.png", "caption": "Water."}]
+    dataset = tmp_path / "layout"
+    (dataset / "json_files").mkdir(parents=True)
+    (dataset / json_path("gpt35", "test")).write_text(json.dumps(records))
+    out = tmp_path / "f.json"
+    assert cli(["eval", "faithfulness", "--dataset", str(dataset), "--labels", str(labels), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["captions"]) == ["1_1_patch00.png"] and result["captions"]["1_1_patch00.png"]["precision"] == 1.0
+    reasons = {entry["caption"]: entry["reason"] for entry in result["summary"]["skipped"]}
+    assert sorted(reasons) == ["1_1_patch00.png", "1_1_patch10.png", "1_1_patch11.png", "2_2_patch00.png",
+                               "record 2", "record 3", "record 4"]
+    assert "a second caption for 1_1_patch00.png; the first is scored" in reasons["1_1_patch00.png"]
+    assert "no 'image' (or 'image_id') string and one non-empty 'caption' string" in reasons["record 3"]
+    assert "over the limit" in reasons["1_1_patch10.png"] and "holds no image" in reasons["1_1_patch11.png"]
+    assert reasons["2_2_patch00.png"] == f"2_2_patch00.png is a symbolic link out of {labels}: not read"
+
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"id": "1_1_patch00.png", "prediction": "Water."}\n{"id": "1_1_patch01.png", "predic')
+    assert cli(["eval", "faithfulness", "--predictions", str(predictions), "--labels", str(labels)]) == 2
+    assert f"--predictions {predictions}, line 2: not JSON" in capsys.readouterr().err
+    predictions.write_text('{"id": "1_1_patch00.png", "prediction": "Water."}\n')
+    assert cli(["eval", "faithfulness", "--predictions", str(predictions), "--labels", str(labels), "--shuffle_maps"]) == 2
+    assert "it needs at least two captions with maps, got 1" in capsys.readouterr().err
+    assert cli(["eval", "faithfulness", "--predictions", str(predictions), "--labels", str(labels),
+                "--out", str(labels / "1_1_patch00.png")]) == 2
+    assert f"lies inside --labels {labels}" in capsys.readouterr().err
+    assert (labels / "1_1_patch00.png").stat().st_size > 100
+
+
 def test_the_sample_worlds_label_maps_are_its_ground_truth(tmp_path):
     from earthvl.builders.chatearthnet.maps import read_label_map
     from earthvl.sample import LABELS_DIR, generate_sample

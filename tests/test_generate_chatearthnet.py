@@ -3,11 +3,13 @@
 import base64
 import io
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 import tifffile
+from hostile_files import png_declaring
 from llm_servers import chat_route, completion_body, sent_requests
 from PIL import Image
 
@@ -109,10 +111,80 @@ def test_nonsense_inputs_are_clear_errors(inputs, tmp_path, capsys):
     world, labels = inputs
     assert run("--images", tmp_path / "nope", "--labels", labels, "--out", tmp_path / "o") == 2
     assert "--images" in capsys.readouterr().err
-    assert run("--images", world.root, "--labels", tmp_path, "--out", tmp_path / "o") == 2
+    (tmp_path / "no_maps").mkdir()
+    assert run("--images", world.root, "--labels", tmp_path / "no_maps", "--out", tmp_path / "o") == 2
     assert "no usable patch" in capsys.readouterr().err
     assert run("--images", world.root, "--labels", labels, "--out", tmp_path / "o", "--backend", "openai") == 2
     assert "--model is needed" in capsys.readouterr().err
+
+
+def one_tile(world, labels, root):
+    """A flat folder of one tile's four RGB patches and a folder of their maps, under `root`; the patch names."""
+    images, maps = root / "images", root / "maps"
+    images.mkdir()
+    maps.mkdir()
+    names = [patch.file_name for patch in world.patches[:4]]
+    for name in names:
+        shutil.copy(world.root / layout.image_path("rgb", name), images / name)
+        shutil.copy(next(labels.glob(f"{name[:-4]}.*")), maps)
+    return images, maps, names
+
+
+def test_hostile_patches_and_maps_are_refused_with_the_reason(inputs, tmp_path):
+    world, labels = inputs
+    images, maps, names = one_tile(world, labels, tmp_path)
+    (images / names[0]).write_bytes(png_declaring(100_000, 100_000))
+    tiff = io.BytesIO()
+    tifffile.imwrite(tiff, np.zeros((9, 256, 256), np.uint16))
+    (images / names[1]).unlink()
+    (images / names[1].replace(".png", ".tif")).write_bytes(tiff.getvalue()[: len(tiff.getvalue()) // 2])
+    (images / names[2]).unlink()
+    (images / names[2].replace(".png", ".tif")).write_bytes(b"II*\x00" + b"\x00" * 8)  # a TIFF without an image
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for folder, name in ((images, names[3]), (maps, names[3])):
+        target = next(folder.glob(f"{name[:-4]}.*"))
+        shutil.move(target, elsewhere / f"{folder.name}-{target.name}")
+        os.symlink(elsewhere / f"{folder.name}-{target.name}", target)
+    label_map = next(labels.glob(f"{names[3][:-4]}.*"))
+    for name in ("9999_1_patch00", "8000_1_patch00"):  # the first outside the zoom-13 grid
+        shutil.copy(world.root / layout.image_path("rgb", names[3]), images / f"{name}.png")
+        shutil.copy(label_map, maps / f"{name}{label_map.suffix}")
+    out = tmp_path / "out"
+    assert run("--images", images, "--labels", maps, "--out", out, "--styles", "gpt35") == 0
+    report = report_of(out)
+    reasons = {entry["patch"]: entry["reason"] for entry in report["refused"]}
+    assert report["patches"] == {"found": 6, "usable": 1, "refused": 5} and set(reasons) == {*names, "9999_1_patch00.png"}
+    assert "exceeds limit" in reasons[names[0]]
+    assert "cannot read the GeoTIFF: ValueError: failed to read" in reasons[names[1]]
+    assert "cannot read the GeoTIFF: it holds no image" in reasons[names[2]]
+    assert f"{names[3]} is a symbolic link out of --images" in reasons[names[3]]
+    assert "tile 9999_1 is outside the zoom-13 grid" in reasons["9999_1_patch00.png"]
+    assert [r["image"] for s in layout.SPLITS for r in json.loads((out / layout.json_path("gpt35", s)).read_text())] == [
+        "8000_1_patch00.png"
+    ]
+    os.unlink(images / names[3])
+    shutil.copy(world.root / layout.image_path("rgb", names[3]), images / names[3])
+    assert run("--images", images, "--labels", maps, "--out", out, "--styles", "gpt35") == 0
+    assert "is a symbolic link out of" in {e["patch"]: e["reason"] for e in report_of(out)["refused"]}[names[3]]
+
+
+def test_an_output_that_overlaps_the_inputs_or_is_a_link_is_refused(inputs, tmp_path, capsys):
+    world, labels = inputs
+    tree = tmp_path / "tree"
+    shutil.copytree(world.root, tree)
+    before = sorted((p.name, p.stat().st_size) for p in tree.rglob("*.png"))
+    assert run("--images", tree, "--labels", labels, "--out", tree) == 2
+    assert f"the output folder {tree} is --images {tree}" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_size) for p in tree.rglob("*.png")) == before
+    assert run("--images", tree, "--labels", labels, "--out", tree / "out") == 2
+    assert "lies inside --images" in capsys.readouterr().err
+    assert run("--images", tree / layout.IMAGE_DIRS["rgb"], "--labels", labels, "--out", tree) == 2
+    assert "holds --images" in capsys.readouterr().err
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    assert run("--images", tree, "--labels", labels, "--out", tmp_path / "link") == 2
+    assert "is a symbolic link (to" in capsys.readouterr().err and not any((tmp_path / "real").iterdir())
 
 
 def test_server_backend_sends_upstream_prompts_and_resumes(inputs, tmp_path, server):

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "earthvl",
             "earthvl.errors",
             "earthvl.atomic",
+            "earthvl.paths",
             "earthvl.cache",
             "earthvl.images",
             "earthvl.http_headers",

@@ -2,11 +2,12 @@
 429/500/slow/truncated/non-JSON answers and a refused key. The openai client is never patched."""
 
 import io
+import json
 import time
 
 import pytest
 from fake_http import closed_port
-from llm_servers import chat_route, sent_requests
+from llm_servers import chat_route, completion_body, sent_requests
 from PIL import Image
 
 from earthvl.llm.backends import (
@@ -105,6 +106,45 @@ def test_truncated_and_non_json_answers_fail_that_request(server):
     chat_route(server, body=b'{"choices": []}')
     with pytest.raises(RequestFailed, match="no choices"):
         backend(url, max_retries=0).chat(HELLO)
+
+
+def test_an_answer_trickled_byte_by_byte_times_out_after_the_timeout_in_all(server):
+    url = chat_route(server, trickle=0.02)  # each byte well within the timeout; the whole answer takes seconds
+    with pytest.raises(RequestFailed, match=r"timed out \(0.5 s per try\) after 1 tries"):
+        backend(url, timeout=0.5, max_retries=0).chat(HELLO)
+
+
+def test_answers_that_are_not_text_fail_that_request(server):
+    url = chat_route(server, body=completion_body(123))
+    with pytest.raises(RequestFailed, match="the message content is int, not text"):
+        backend(url, max_retries=0).chat(HELLO)
+    chat_route(server, body=completion_body(["a", "list"]))
+    with pytest.raises(RequestFailed, match="the message content is list, not text"):
+        backend(url, max_retries=0).chat(HELLO)
+    chat_route(server, body=completion_body("a lone \ud800 surrogate"))
+    with pytest.raises(RequestFailed, match="not valid Unicode"):
+        backend(url, max_retries=0).chat(HELLO)
+    chat_route(server, body=completion_body("fine").replace(b'"prompt_tokens": 11', b'"prompt_tokens": "lots"'))
+    with pytest.raises(RequestFailed, match="usage.prompt_tokens is 'lots', not a count"):
+        backend(url, max_retries=0).chat(HELLO)
+    chat_route(server, body=b"{not json", content_type="application/json")
+    with pytest.raises(RequestFailed, match="not a chat completion: Expecting property name"):
+        backend(url, max_retries=0).chat(HELLO)
+
+
+def test_the_key_and_the_urls_credentials_never_reach_messages_or_settings(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-key")
+    echo = b'{"error": {"message": "bad request from Bearer sk-very-secret-key, user me:hunter2, q=tok-secret"}}'
+    url = chat_route(server, status=400, body=echo)
+    with pytest.raises(RequestFailed) as failed:
+        backend(url).chat(HELLO)
+    assert "Bearer ***" in str(failed.value) and "sk-very-secret-key" not in str(failed.value)
+    with_credentials = url.replace("http://", "http://me:hunter2@") + "?api-key=tok-secret"
+    chat_route(server, status=404, body=echo)
+    with pytest.raises(BackendUnusable) as unusable:
+        backend(with_credentials).chat(HELLO)
+    shown = str(unusable.value) + json.dumps(backend(with_credentials).settings())
+    assert url in shown and not any(secret in shown for secret in ("sk-very", "hunter2", "tok-secret"))
 
 
 def test_a_refused_key_stops_without_showing_the_key(server, monkeypatch):
@@ -217,6 +257,28 @@ def test_cache_ignores_a_line_cut_short(tmp_path):
     cache = ResultCache(path)
     assert cache.get("k1") == {"value": 1} and cache.get("k2") is None and cache.unreadable_lines == 1
     cache.close()
+
+
+def test_a_garbled_or_tampered_cache_is_asked_again(server, tmp_path):
+    url = chat_route(server, "fresh")
+    path = tmp_path / "c.jsonl"
+    first, second, third = (job.key for job in jobs(3))
+    entries = [{"key": first, "ok": True, "answer": "not an object"},
+               {"key": second, "ok": True, "answer": {"result": {"text": 5}}},
+               {"key": third, "ok": True, "answer": {"result": {"text": "", "prompt_tokens": 1, "completion_tokens": 1,
+                                                                "model": "m", "finish_reason": "stop"}}}]
+    path.write_bytes(b"\xff\xfe not UTF-8\n" + b"".join(json.dumps(e).encode() + b"\n" for e in entries))
+
+    def parse(result):
+        if not result.text:
+            raise ValueError("empty answer")
+        return result.text
+
+    with ResultCache(path) as cache:
+        assert cache.unreadable_lines == 2
+        values, acc = run_jobs(backend(url), jobs(3), cache, BackendArguments(backend="openai"), progress=False,
+                               parse=parse)
+    assert (acc.cached, acc.requests) == (0, 3) and list(values.values()) == ["fresh"] * 3
 
 
 def test_cache_key_is_order_independent():

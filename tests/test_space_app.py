@@ -1,18 +1,16 @@
 """The demo app's handlers against direct computations with the same tiny models, its messages for bad input,
 settings resolution, galleries and the page's element ids (no browser)."""
 
-import io
 import json
 import shutil
-import struct
 import sys
-import zlib
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hostile_files import png_declaring
 from PIL import Image
 
 from earthvl.builders.chatearthnet.build import build_chatearthnet
@@ -64,16 +62,6 @@ def message(call, *args):
     with pytest.raises(EarthvlError) as error:
         call(*args)
     return str(error.value)
-
-
-def png_declaring(width, height):
-    """A 69-byte PNG whose header claims `width` x `height` pixels (no such pixel data follows)."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", width, height)  # IHDR width and height
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the chunk's CRC over its type and data
-    return bytes(data)
 
 
 # --- handlers against direct computations ------------------------------------------------------------------------

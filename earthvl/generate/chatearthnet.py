@@ -20,17 +20,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from earthvl.atomic import check_writable, write_bytes
+from earthvl.atomic import check_writable, refuse_symlink, write_bytes
 from earthvl.builders.chatearthnet import generation, layout
-from earthvl.builders.chatearthnet.maps import TIFF_SUFFIXES, MapRefused, find_map, read_label_map
+from earthvl.builders.chatearthnet.maps import TIFF_SUFFIXES, MapRefused, find_map, read_label_map, read_tiff
 from earthvl.builders.chatearthnet.template import NODATA_CAPTION, gpt4v_caption, gpt35_caption
 from earthvl.builders.stratified_splits import spatiotemporal_split
 from earthvl.errors import EarthvlError
-
-from earthvl.llm.backends import Backend, ChatRequest, ChatResult, image_data_url, make_backend
+from earthvl.images import DEFAULT_MAX_PIXELS, PIL_ERRORS
+from earthvl.llm.backends import Backend, ChatRequest, ChatResult, image_data_url, make_backend, shown_url
 from earthvl.llm.cache import ResultCache, cache_key, content_hash
 from earthvl.llm.options import BackendArguments
 from earthvl.llm.runner import Accounting, Job, run_jobs
+from earthvl.paths import leads_out, refuse_overlap
 from earthvl.sample.files import png_bytes
 from earthvl.sample.fraction_splits import assign_splits
 
@@ -66,24 +67,29 @@ class Generation:
 
 
 def _image_size(patch: Patch) -> tuple[int, int]:
-    """(height, width) of a patch's image, from its header."""
+    """(height, width) of a patch's image: from a PNG's header, or from a GeoTIFF read whole (so that one that cannot
+    be decoded is refused before any caption is asked for)."""
     path = patch.sources.get("rgb") or patch.sources["geotiff"]
     if "geotiff" in patch.sources:
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                shape = tif.series[0].shape
-        except (OSError, ValueError, tifffile.TiffFileError) as error:
-            raise MapRefused(f"{path.name}: cannot read the GeoTIFF: {error}") from error
-        if len(shape) != 3 or 9 not in (shape[0], shape[-1]):
-            raise MapRefused(f"{path.name}: a GeoTIFF patch needs 9 bands ({', '.join(layout.BANDS)}), shape {shape}")
-        return (shape[1], shape[2]) if shape[0] == 9 else (shape[0], shape[1])
+        return _bands(path).shape[:2]
     try:
         with Image.open(path) as image:
             return image.height, image.width
-    except OSError as error:
+    except PIL_ERRORS as error:  # a header over twice PIL's pixel limit raises DecompressionBombError
         raise MapRefused(f"{path.name}: cannot read the image: {error}") from error
+
+
+def _outside(patch: Patch, images: Path) -> str | None:
+    """Why a patch cannot be used where its files or tile are: a symbolic link out of --images, or a tile outside
+    the zoom-13 grid (its centre has no latitude)."""
+    for source in patch.sources.values():
+        if leads_out(source, images):
+            return f"{source.relative_to(images)} is a symbolic link out of --images {images}: not read"
+    try:
+        layout.patch_center(*patch.tile, patch.quarter)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def discover(images: Path, labels: Path) -> tuple[list[Patch], list[dict[str, str]]]:
@@ -112,8 +118,12 @@ def discover(images: Path, labels: Path) -> tuple[list[Patch], list[dict[str, st
         else:
             sources = {"geotiff" if path.suffix.lower() in TIFF_SUFFIXES else "rgb": path}
         patch = Patch(name, parsed[:2], parsed[2], sources)
-        map_path = find_map(labels, path.stem)
+        problem = _outside(patch, images)
+        if problem is not None:
+            refused.append({"patch": name, "reason": problem})
+            continue
         try:
+            map_path = find_map(labels, path.stem)
             if map_path is None:
                 raise MapRefused(f"no land-cover map {path.stem}.png/.tif in {labels}")
             patch.labels = read_label_map(map_path, _image_size(patch))
@@ -281,12 +291,20 @@ def _note_missing(made: Generation, style: str, jobs: list[Job], values: dict, a
             made.failures.append({"record": job.record, "style": style, "reason": reason})
 
 
-def _nine_bands(path: Path, reflectance_max: float) -> np.ndarray:
-    import tifffile
-
-    bands = tifffile.imread(path)
-    if bands.shape[0] == 9 and bands.shape[-1] != 9:
+def _bands(path: Path) -> np.ndarray:
+    """A 9-band GeoTIFF patch as (height, width, 9) values as stored; MapRefused when it is not one."""
+    n = len(layout.BANDS)
+    bands = read_tiff(path, n * DEFAULT_MAX_PIXELS)
+    if bands.ndim != 3 or n not in (bands.shape[0], bands.shape[-1]):
+        bands_named = ", ".join(layout.BANDS)
+        raise MapRefused(f"{path.name}: a GeoTIFF patch needs {n} bands ({bands_named}), shape {bands.shape}")
+    if bands.shape[0] == n and bands.shape[-1] != n:
         bands = np.moveaxis(bands, 0, -1)
+    return bands
+
+
+def _nine_bands(path: Path, reflectance_max: float) -> np.ndarray:
+    bands = _bands(path)
     if bands.dtype == np.uint8:
         return bands
     return np.clip(bands.astype(np.float64) / reflectance_max * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -347,6 +365,8 @@ def generate_chatearthnet(
     if unknown or not options.styles:
         raise EarthvlError(f"styles must be among {', '.join(STYLES)}, got {options.styles}")
     out = check_writable(out, "output folder", folder=True)
+    refuse_symlink(out, "writing into")
+    refuse_overlap(out, "output folder", {"--images": images, "--labels": labels})
     llm = None if backend.backend == "template" else make_backend(backend)
     patches, refused = discover(Path(images), Path(labels))
     n_refused = len(refused)
@@ -393,7 +413,8 @@ def generate_chatearthnet(
 
 
 def report_settings(options: BackendArguments) -> dict[str, Any]:
-    """The backend options worth keeping in a report (no key: it only lives in the environment)."""
-    return {"backend": options.backend, "base_url": options.base_url, "model": options.model,
+    """The backend options worth keeping in a report (no key: it only lives in the environment; no credentials of
+    the URL)."""
+    return {"backend": options.backend, "base_url": shown_url(options.base_url), "model": options.model,
             "temperature": DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
             "max_tokens": options.max_tokens, "seed": options.seed}

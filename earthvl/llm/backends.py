@@ -12,8 +12,10 @@ import base64
 import binascii
 import os
 import socket
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from earthvl.errors import EarthvlError
 from earthvl.http_headers import retry_after
@@ -30,6 +32,10 @@ class BackendUnusable(EarthvlError):
 
 class RequestFailed(Exception):
     """One request got no usable answer; the reason is recorded for its record and the run goes on."""
+
+
+class _TimedOut(Exception):
+    """A try of a request ran past its timeout in all (`OpenAIBackend._create_within_timeout`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,15 @@ def retry_after_seconds(headers: Any) -> float | None:
     return retry_after(headers.get("retry-after"))
 
 
+def shown_url(url: str | None) -> str | None:
+    """`url` as reports and messages may show it: without a user name, password or query (where some endpoints take
+    their key)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+
+
 def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
     while error is not None:
         if isinstance(error, kinds):
@@ -125,7 +140,9 @@ class OpenAIBackend:
         key = os.environ.get("OPENAI_API_KEY")
         if not key and base_url is None:
             raise BackendUnusable("the openai backend needs OPENAI_API_KEY (or --base_url for a server without keys)")
-        self.model, self.base_url, self.timeout = model, base_url, timeout
+        self.model, self.base_url, self.timeout = model, shown_url(base_url), timeout
+        parts = urlsplit(base_url or "")
+        self._secrets = [secret for secret in (key, parts.password, *(v for _, v in parse_qsl(parts.query))) if secret]
         self.max_retries, self.backoff = max_retries, backoff
         # The client's own retries are off: tenacity retries, honouring Retry-After, and counts the tries.
         self._client = openai.OpenAI(api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0)
@@ -137,11 +154,38 @@ class OpenAIBackend:
     def _where(self) -> str:
         return self.base_url or "the OpenAI API"
 
+    def _redacted(self, text: str) -> str:
+        """`text` from the server without the key or the URL's credentials: some servers echo the request."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _create_within_timeout(self, request: ChatRequest) -> Any:
+        """`_create`, given up after `timeout` seconds in all: the client's own timeout bounds each read, so an answer
+        trickled in byte by byte could otherwise hold the request for as long as the server likes. The abandoned
+        call ends in its daemon thread whenever the server lets it."""
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["response"] = self._create(request)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread below
+                outcome["error"] = error
+
+        thread = threading.Thread(target=call, name="earthvl-chat-request", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            raise _TimedOut()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["response"]
+
     def _retryable(self, error: BaseException) -> bool:
         openai = self._openai
         if isinstance(error, openai.APIStatusError):
             return error.status_code == 429 or error.status_code >= 500
-        return isinstance(error, openai.APIConnectionError)  # timeouts included
+        return isinstance(error, (openai.APIConnectionError, _TimedOut))  # the client's timeouts included
 
     def _wait(self, retry_state: Any) -> float:
         from tenacity import wait_exponential_jitter
@@ -183,15 +227,15 @@ class OpenAIBackend:
         )
         tries = f"after {self.max_retries + 1} tries"
         try:
-            response = retrying(self._create, request)
+            response = retrying(self._create_within_timeout, request)
         except openai.AuthenticationError as error:
             # The body is left out: some servers echo part of the key.
             raise BackendUnusable(f"{self._where()} refused the key (HTTP {error.status_code}); check OPENAI_API_KEY") from None
         except (openai.PermissionDeniedError, openai.NotFoundError) as error:
-            raise BackendUnusable(
+            raise BackendUnusable(self._redacted(
                 f"{self._where()} answered HTTP {error.status_code} for model {self.model!r}: {error.message}"
-            ) from None
-        except openai.APITimeoutError:
+            )) from None
+        except (openai.APITimeoutError, _TimedOut):
             raise RequestFailed(f"timed out ({self.timeout:g} s per try) {tries}") from None
         except openai.APIConnectionError as error:
             if _caused_by(error, (httpx.ConnectError, ConnectionRefusedError, socket.gaierror)):
@@ -201,20 +245,33 @@ class OpenAIBackend:
             if self._retryable(error):
                 raise RequestFailed(f"HTTP {error.status_code} {tries}") from None
             detail = " ".join(error.response.text.split())[:300]
-            raise RequestFailed(f"HTTP {error.status_code}: {detail or error.message}") from None
+            raise RequestFailed(self._redacted(f"HTTP {error.status_code}: {detail or error.message}")) from None
         except openai.APIResponseValidationError as error:
-            raise RequestFailed(f"not a chat completion: {error.message}") from None
+            raise RequestFailed(self._redacted(f"not a chat completion: {error.message}")) from None
+        except ValueError as error:  # a body that is not JSON
+            raise RequestFailed(self._redacted(f"not a chat completion: {error}")) from None
         return self._result(response)
 
     def _result(self, response: Any) -> ChatResult:
         choices = getattr(response, "choices", None)
         if not choices or getattr(choices[0], "message", None) is None:
-            raise RequestFailed(f"not a chat completion (no choices): {str(response)[:200]!r}")
+            raise RequestFailed(self._redacted(f"not a chat completion (no choices): {str(response)[:200]!r}"))
+        text = choices[0].message.content or ""
+        if not isinstance(text, str):
+            raise RequestFailed(f"not a chat completion: the message content is {type(text).__name__}, not text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestFailed("the answer is not valid Unicode (it holds a lone surrogate)") from None
         usage = getattr(response, "usage", None)
+        tokens = {name: getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")}
+        for name, value in tokens.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RequestFailed(f"not a chat completion: usage.{name} is {str(value)[:40]!r}, not a count")
         return ChatResult(
-            text=choices[0].message.content or "",
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            text=text,
+            prompt_tokens=tokens["prompt_tokens"],
+            completion_tokens=tokens["completion_tokens"],
             model=getattr(response, "model", None) or self.model,
             finish_reason=choices[0].finish_reason,
         )

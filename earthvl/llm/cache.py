@@ -28,6 +28,13 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _well_formed(entry: Any) -> bool:
+    """Whether a cache line holds an entry as `ResultCache` writes it (an answer is an object, a reason a string)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        return False
+    return isinstance(entry.get("answer"), dict) if entry.get("ok") is True else isinstance(entry.get("reason"), str)
+
+
 class ResultCache:
     """Answers and failures by key, read from and appended to one JSONL file."""
 
@@ -36,12 +43,15 @@ class ResultCache:
         self._entries: dict[str, dict[str, Any]] = {}
         self.unreadable_lines = 0
         if self.path.is_file():
-            with self.path.open(encoding="utf-8") as lines:
+            with self.path.open("rb") as lines:
                 for line in lines:
                     try:
-                        entry = json.loads(line)
+                        entry = json.loads(line.decode("utf-8"))
+                    except ValueError:  # cut short by a crash, or not UTF-8
+                        entry = None
+                    if _well_formed(entry):
                         self._entries[entry["key"]] = entry
-                    except (json.JSONDecodeError, KeyError, TypeError):
+                    else:
                         self.unreadable_lines += 1
         elif self.path.exists():
             raise EarthvlError(f"cache {self.path} is not a file")

@@ -61,6 +61,20 @@ def _keep_text(result: ChatResult) -> str:
     return result.text
 
 
+_NOT_CACHED = object()
+
+
+def _from_cache(answer: dict[str, Any] | None, parse: Parse) -> Any:
+    """The value of a cached answer, parsed again so that it is held to the same checks as a new one; `_NOT_CACHED`
+    when there is none, or one that is not (or no longer) usable, which is then asked again."""
+    if answer is None:
+        return _NOT_CACHED
+    try:
+        return parse(ChatResult(**answer["result"]))
+    except (TypeError, ValueError, KeyError):
+        return _NOT_CACHED
+
+
 def run_jobs(
     backend: Backend,
     jobs: Iterable[Job],
@@ -82,12 +96,12 @@ def run_jobs(
     todo: list[Job] = []
     for job in jobs:
         accounting.jobs += 1
-        answer = cache.get(job.key)
-        if answer is not None:
-            values[job.key] = answer["value"]
-            accounting.cached += 1
-        else:
+        value = _from_cache(cache.get(job.key), parse)
+        if value is _NOT_CACHED:
             todo.append(job)
+        else:
+            values[job.key] = value
+            accounting.cached += 1
     bar = tqdm(total=len(todo), desc=desc, unit="req", disable=not progress)
     start = time.monotonic()
 
@@ -103,7 +117,7 @@ def run_jobs(
                 outcome = RequestFailed(f"unusable answer: {error}")
             else:
                 values[job.key] = value
-                cache.put(job.key, job.record, {"value": value, "result": asdict(outcome)})
+                cache.put(job.key, job.record, {"result": asdict(outcome)})
                 accounting.answered += 1
         if isinstance(outcome, BaseException):
             reason = str(outcome) or type(outcome).__name__

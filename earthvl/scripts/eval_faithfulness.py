@@ -17,6 +17,7 @@ from earthvl.builders.chatearthnet import layout
 from earthvl.builders.chatearthnet.maps import MapRefused, find_map, read_label_map
 from earthvl.errors import EarthvlError
 from earthvl.eval.faithfulness import evaluate_faithfulness, shuffled_pairs, write_faithfulness
+from earthvl.paths import refuse_overlap
 
 
 @dataclass
@@ -54,18 +55,41 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_captions(args: FaithfulnessArguments) -> dict[str, str]:
-    """File name -> caption, from a predictions file, a ChatEarthNet layout or a built dataset folder."""
+def _first_of_each(pairs: list[tuple[str, str]], where: str, skipped: list[dict[str, str]]) -> dict[str, str]:
+    """name -> caption, the first caption of each name; the later ones are added to `skipped`."""
+    captions: dict[str, str] = {}
+    for name, caption in pairs:
+        if name in captions:
+            skipped.append({"caption": name, "reason": f"{where}: a second caption for {name}; the first is scored"})
+        else:
+            captions[name] = caption
+    return captions
+
+
+def load_captions(args: FaithfulnessArguments) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """File name -> caption, from a predictions file, a ChatEarthNet layout or a built dataset folder; and the
+    records left out, each with the reason (not a record with a name and a caption, or a repeated name)."""
+    skipped: list[dict[str, str]] = []
     if args.predictions is not None:
         path = Path(args.predictions)
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, ValueError) as error:
             raise EarthvlError(f"--predictions {path}: cannot read it as JSON lines: {error}") from error
-        if not all(isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("prediction"), str)
-                   for r in rows):
-            raise EarthvlError(f"--predictions {path}: every line needs a string 'id' (file name) and 'prediction'")
-        return {r["id"]: r["prediction"] for r in rows}
+        pairs = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise EarthvlError(f"--predictions {path}, line {number}: not JSON: {error}") from error
+            if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("id", "prediction"))):
+                raise EarthvlError(
+                    f"--predictions {path}, line {number}: needs a string 'id' (file name) and 'prediction'"
+                )
+            pairs.append((row["id"], row["prediction"]))
+        return _first_of_each(pairs, str(path), skipped), skipped
     root = Path(args.dataset)
     json_file = root / layout.json_path(args.style, args.split)
     if json_file.is_file():
@@ -75,11 +99,16 @@ def load_captions(args: FaithfulnessArguments) -> dict[str, str]:
             raise EarthvlError(f"{json_file}: cannot read it as JSON: {error}") from error
         if not isinstance(records, list):
             raise EarthvlError(f"{json_file}: expected a list of records")
-        return {
-            r.get("image") or r.get("image_id"): _text(r.get("caption"))
-            for r in records
-            if isinstance(r, dict) and isinstance(r.get("image") or r.get("image_id"), str) and _text(r.get("caption"))
-        }
+        pairs = []
+        for number, record in enumerate(records, 1):
+            name = (record.get("image") or record.get("image_id")) if isinstance(record, dict) else None
+            caption = _text(record.get("caption")) if isinstance(record, dict) else None
+            if isinstance(name, str) and caption:
+                pairs.append((name, caption))
+            else:
+                skipped.append({"caption": f"record {number}", "reason": f"{json_file}: record {number} has no "
+                                "'image' (or 'image_id') string and one non-empty 'caption' string"})
+        return _first_of_each(pairs, str(json_file), skipped), skipped
     if not root.is_dir():
         raise EarthvlError(f"--dataset {root} is not a folder")
     from datasets import load_dataset
@@ -89,20 +118,25 @@ def load_captions(args: FaithfulnessArguments) -> dict[str, str]:
     except (ValueError, FileNotFoundError) as error:
         raise EarthvlError(f"--dataset {root}: neither {layout.json_path(args.style, args.split)} nor a built "
                            f"dataset with config {args.style}, split {args.split}: {error}") from error
-    return {row["file_name"]: row["caption"] for row in rows}
+    return _first_of_each([(row["file_name"], row["caption"]) for row in rows], str(root), skipped), skipped
 
 
 def main(args: FaithfulnessArguments) -> int:
     if args.out:
         check_writable(args.out, "results file")
-    captions = load_captions(args)
+        refuse_overlap(args.out, "results file", {"--labels": args.labels, "--dataset": args.dataset,
+                                                   "--predictions": args.predictions})
+    captions, skipped = load_captions(args)
+    if not captions:
+        example = f", e.g. {skipped[0]['reason']}" if skipped else ""
+        raise EarthvlError(f"no caption to score in {args.predictions or args.dataset}{example}")
     labels = Path(args.labels)
     if not labels.is_dir():
         raise EarthvlError(f"--labels {labels} is not a folder")
-    maps, skipped = {}, []
+    maps = {}
     for name in sorted(captions):
-        path = find_map(labels, Path(name).stem)
         try:
+            path = find_map(labels, Path(name).stem)
             if path is None:
                 raise MapRefused(f"no land-cover map for {name} in {labels}")
             maps[name] = read_label_map(path)
@@ -112,6 +146,9 @@ def main(args: FaithfulnessArguments) -> int:
         raise EarthvlError(f"no caption has a usable map in {labels}" + (f", e.g. {skipped[0]['reason']}" if skipped else ""))
     scored = {name: captions[name] for name in maps}
     if args.shuffle_maps:
+        if len(maps) < 2:
+            raise EarthvlError("--shuffle_maps pairs each caption with another patch's map: it needs at least two "
+                               f"captions with maps, got {len(maps)}")
         pairs = shuffled_pairs(sorted(maps))
         maps = {name: maps[pairs[name]] for name in maps}
     summary, per_caption = evaluate_faithfulness(scored, maps)

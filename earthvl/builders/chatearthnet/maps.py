@@ -16,6 +16,7 @@ import numpy as np
 
 from earthvl.builders.chatearthnet.landcover import LAND_COVER_CLASSES
 from earthvl.images import DEFAULT_MAX_PIXELS, BadImage, open_image
+from earthvl.paths import leads_out
 
 MAP_SUFFIXES = (".png", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -53,19 +54,25 @@ def codes_to_classes(codes: np.ndarray, where: str = "map") -> np.ndarray:
     return _CODE_TO_INDEX[codes.astype(np.int64)]
 
 
-def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+def read_tiff(path: Path, max_values: int) -> np.ndarray:
+    """The first image of a (Geo)TIFF, refused (MapRefused) before decoding when it holds more than `max_values`
+    values (pixels times bands), or when it cannot be read."""
     try:
         import tifffile
     except ImportError as error:
-        raise MapRefused(f"{path.name}: reading GeoTIFF maps needs tifffile (pip install 'earthvl[geotiff]')") from error
+        raise MapRefused(f"{path.name}: reading GeoTIFFs needs tifffile (pip install 'earthvl[geotiff]')") from error
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise MapRefused(f"{path.name}: cannot read the GeoTIFF: it holds no image")
             series = tif.series[0]
-            if int(np.prod(series.shape)) > max_pixels:
-                raise MapRefused(f"{path.name}: {series.shape} values, over the limit of {max_pixels:,} pixels")
+            if int(np.prod(series.shape)) > max_values:
+                raise MapRefused(f"{path.name}: {series.shape} values, over the limit of {max_values:,}")
             return series.asarray()
-    except (OSError, ValueError, tifffile.TiffFileError) as error:
-        raise MapRefused(f"{path.name}: cannot read the GeoTIFF: {error}") from error
+    except MapRefused:
+        raise
+    except Exception as error:  # noqa: BLE001 - on corrupt files tifffile raises zlib.error, ZeroDivisionError, ...
+        raise MapRefused(f"{path.name}: cannot read the GeoTIFF: {type(error).__name__}: {error}") from error
 
 
 def read_label_map(path: str | Path, size: tuple[int, int] | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -73,7 +80,7 @@ def read_label_map(path: str | Path, size: tuple[int, int] | None = None, *, max
     given, must match. MapRefused with the reason otherwise."""
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        array = _read_tiff(path, max_pixels)
+        array = read_tiff(path, max_pixels)
     else:
         try:
             array = np.asarray(open_image(str(path), max_pixels=max_pixels, mode=None))
@@ -97,9 +104,12 @@ def read_label_map(path: str | Path, size: tuple[int, int] | None = None, *, max
 
 
 def find_map(folder: Path, stem: str) -> Path | None:
-    """The land-cover map for a patch named `stem` in `folder` (any of MAP_SUFFIXES), or None."""
+    """The land-cover map for a patch named `stem` in `folder` (any of MAP_SUFFIXES), or None; MapRefused for a
+    symbolic link that leads out of `folder`."""
     for suffix in MAP_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
+            if leads_out(candidate, folder):
+                raise MapRefused(f"{candidate.name} is a symbolic link out of {folder}: not read")
             return candidate
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from earthvl.atomic import check_writable
+from earthvl.atomic import check_writable, refuse_symlink
 from earthvl.builders.download.policy import FetchPolicy
 from earthvl.builders.gaia.annotate import clean, dedup, extract, geocode, summarise, write
 from earthvl.builders.gaia.annotate.options import AnnotateGaiaArguments
@@ -16,6 +16,7 @@ from earthvl.errors import EarthvlError
 from earthvl.llm.backends import Backend, make_backend
 from earthvl.llm.cache import ResultCache
 from earthvl.llm.options import BackendArguments
+from earthvl.paths import refuse_overlap
 
 CACHE_DIR = "cache"
 FETCH_DIR = "images"
@@ -51,6 +52,8 @@ def annotate_gaia(
     backend is asked only about records that have no answer yet. `backend`, `fetch_policy` and `geocoder` default to
     what the options configure."""
     out = check_writable(args.out, "annotation folder", folder=True)
+    refuse_symlink(out, "writing into")
+    refuse_overlap(out, "annotation folder", {"--records": args.records})
     if backend is None and backend_args.backend == "template":
         raise EarthvlError("annotate gaia needs a language model: --backend openai or --backend transformers")
     if backend is None and not backend_args.model:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -13,10 +14,12 @@ from urllib.parse import urlsplit
 
 from earthvl.builders.download.crawler import key_problem
 from earthvl.errors import EarthvlError
+from earthvl.paths import leads_out
 
 COLUMNS = ("id", "image_src", "image_alt", "article", "credits", "page_url", "date", "lat", "lon")
 """Input columns: `image_src` (an http(s) URL or a local path, relative to the records file) and `article` (text
 or HTML) are required; the rest may be missing or null."""
+TEXT_FIELDS = ("image_alt", "article", "credits", "page_url")
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -80,7 +83,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     try:
         if kind == "jsonl":
             lines = path.read_text(encoding="utf-8").splitlines()
-            return [_object(json.loads(line), path, number) for number, line in enumerate(lines, 1) if line.strip()]
+            rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+            return [_object(_line(line, path, number), path, number) for number, line in rows]
         if kind == "json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, list):
@@ -96,16 +100,42 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         raise EarthvlError(f"records file {path} cannot be read: {error}") from None
 
 
+def _line(line: str, path: Path, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as error:
+        raise EarthvlError(f"records file {path}, line {number}: not JSON ({error})") from None
+
+
 def _object(row: Any, path: Path, number: int) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise EarthvlError(f"records file {path}, record {number}: not a JSON object")
     return row
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate: JSON parsers let escapes such as "\\ud800" through, and no UTF-8 file can hold it."""
+
+
 def _text(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return str(value).strip() or None
+
+
+def _unicode_text(name: str, value: Any, problems: list[str]) -> str | None:
+    """A text field, lone surrogates replaced by U+FFFD (and noted in `problems`)."""
+    text = _text(value)
+    if text is not None and _SURROGATE.search(text):
+        problems.append(f"{name} holds lone surrogates (not Unicode): replaced by U+FFFD")
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _shown_id(value: Any) -> str:
+    """A refused id as the report can hold it: at most 80 characters, lone surrogates escaped."""
+    text = str(value)[:80]
+    return _SURROGATE.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _coordinate(value: Any, limit: float, name: str, problems: list[str]) -> float | None:
@@ -155,33 +185,38 @@ def load_records(
             record_id = str(record_id).strip()
         problem = key_problem(str(record_id))
         if problem is not None:
-            refused.append({"id": str(record_id)[:80], "row": number, "reason": f"id {problem}"})
+            refused.append({"id": _shown_id(record_id), "row": number, "reason": f"id {problem}"})
             continue
         if str(record_id) in seen:
             refused.append({"id": record_id, "row": number, "reason": f"id {record_id} is given twice"})
             continue
         seen.add(str(record_id))
-        image_src = _text(row.get("image_src"))
+        problems: list[str] = []
+        image_src = _unicode_text("image_src", row.get("image_src"), problems)
         if image_src is None:
             refused.append({"id": record_id, "row": number, "reason": "no image_src (an image URL or local path)"})
             continue
-        if not is_url(image_src) and not Path(image_src).is_absolute():
+        if not is_url(image_src):
             image_src = str(base / image_src)
-        problems: list[str] = []
+            if leads_out(image_src, base):
+                refused.append({"id": record_id, "row": number, "reason": f"image_src {image_src} is not inside the "
+                                f"records' folder {base} (or is a symbolic link out of it): not read"})
+                continue
         lat, lon = _coordinate(row.get("lat"), 90, "lat", problems), _coordinate(row.get("lon"), 180, "lon", problems)
         if (lat is None) != (lon is None):
             problems.append("only one of lat/lon is given: both ignored")
             lat = lon = None
         date = _date(row.get("date"), problems)
+        texts = {name: _unicode_text(name, row.get(name), problems) for name in TEXT_FIELDS}
         ignored += [{"id": record_id, "row": number, "reason": problem} for problem in problems]
         records.append(
             Record(
                 id=record_id,
                 image_src=image_src,
-                image_alt=_text(row.get("image_alt")),
-                article=_text(row.get("article")) or "",
-                credits=_text(row.get("credits")),
-                page_url=_text(row.get("page_url")),
+                image_alt=texts["image_alt"],
+                article=texts["article"] or "",
+                credits=texts["credits"],
+                page_url=texts["page_url"],
                 date=date,
                 lat=lat,
                 lon=lon,
