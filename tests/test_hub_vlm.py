@@ -57,7 +57,7 @@ def arguments(hub_replica, gaia, out, *, steps=1, chat_template=None, merge=Fals
     training = SFTConfig(
         output_dir=str(out), per_device_train_batch_size=2, max_steps=steps, learning_rate=1e-3, report_to=[],
         use_cpu=True, activation_checkpointing=False, seed=0, max_length=None, assistant_only_loss=True,
-        save_strategy="no", logging_steps=50,
+        save_strategy="no", logging_steps=50, bf16=False,
     )  # fmt: skip
     model = VlmModelArguments(model_name_or_path=hub_id(hub_replica, LLAVA), dtype="float32", lora_r=4, lora_alpha=8, lora_dropout=0.0)
     return script, training, model

@@ -52,7 +52,7 @@ def arguments(data, out, **training):
     script = VlmScriptArguments(datasets=[f"{data / 'cen'}:gpt35"], eval_split=None)
     config = {**dict(output_dir=str(out), per_device_train_batch_size=8, num_train_epochs=8, learning_rate=2e-3,
                      lr_scheduler_type="cosine", logging_steps=50, save_strategy="no", report_to=[], use_cpu=True,
-                     activation_checkpointing=False, seed=0, max_length=None, assistant_only_loss=True), **training}
+                     activation_checkpointing=False, seed=0, max_length=None, assistant_only_loss=True, bf16=False), **training}
     return script, SFTConfig(**config), VlmModelArguments(model_name_or_path="tiny-llava", dtype="float32", lora_dropout=0.0)
 
 

@@ -44,7 +44,7 @@ def arguments(datasets, out, model=None, **training):
     script = VlmScriptArguments(datasets=datasets, eval_split=None)
     config = dict(output_dir=str(out), per_device_train_batch_size=4, max_steps=6, learning_rate=2e-3,
                   logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, activation_checkpointing=False,
-                  seed=0, max_length=None, assistant_only_loss=True)
+                  seed=0, max_length=None, assistant_only_loss=True, bf16=False)
     model_args = VlmModelArguments(model_name_or_path="tiny-llava", dtype="float32", lora_dropout=0.0, **(model or {}))
     return script, SFTConfig(**{**config, **training}), model_args
 
@@ -316,6 +316,9 @@ def test_an_assembled_model_keeps_both_halves_and_trains_its_fresh_projector(dat
     model_args.vision_tower, model_args.language_model = "tiny-clip", str(tmp_path / "llm")
     trainer = train_vlm(script, training, model_args)
     assert model_args.train_projector
+    # float32 training (bf16 off): TRL's bf16 cast of a QLoRA model's trained weights is undone, else the projector
+    # trained in full would meet float32 activations in bf16 and the first step would fail
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
     batch = trainer.data_collator([trainer.train_dataset[0]])
     assert int((batch["input_ids"] == trainer.model.config.image_token_id).sum()) == (64 // 8) ** 2
     trained = {k: v for k, v in adapter_weights(tmp_path / "run").items() if "multi_modal_projector" in k}

@@ -174,6 +174,23 @@ class VlmTrainer(EarthvlTraining, MemoryBudget, SFTTrainer):
             logger.info("padding-free batches: language model attention %s", use_varlen_attention(base))
         if vision_no_grad and vision_tower_without_autograd(self.model):
             logger.info("the frozen vision tower runs without autograd")
+        if not self.args.bf16:
+            trained_weights_outside_bf16(self.model, self.args.fp16)
+
+
+def trained_weights_outside_bf16(model: nn.Module, fp16: bool) -> None:
+    """Undo TRL's cast of a quantised model's trained weights to bf16 when training does not run under bf16
+    autocast: without autocast a projector or patch embedding trained in full would meet the frozen modules' float32
+    activations in bf16 and fail, and every update would be rounded to bf16. They take the frozen weights' dtype, or
+    float32 under fp16 mixed precision (its gradient scaler wants float32 weights)."""
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return
+    parameters = list(model.named_parameters())
+    frozen = next((p.dtype for _, p in parameters if p.is_floating_point() and not p.requires_grad), torch.float32)
+    dtype = torch.float32 if fp16 else frozen
+    for name, parameter in parameters:
+        if parameter.requires_grad and parameter.dtype == torch.bfloat16 and "lora_magnitude_vector" not in name:
+            parameter.data = parameter.data.to(dtype)
 
 
 def load_conversations(
