@@ -30,6 +30,14 @@ def test_clean_extracts_the_article_from_html_and_normalises_text():
     assert clean.article_problem("one two three four five", 5) is None
 
 
+def test_an_overlong_article_is_cut_to_the_token_bound_and_says_so():
+    text = "word " * 1_000  # 5,000 characters, ~1,250 estimated tokens
+    assert clean.cut_article(text, 1_250) == (text, None)
+    cut, reason = clean.cut_article(text, 100)
+    assert cut == text[:400] and clean.estimated_tokens(cut) == 100
+    assert reason == "long article: 5,000 characters cut to 400 (max_article_tokens=100)"
+
+
 def test_records_read_csv_with_a_column_mapping_and_report_what_they_ignore(tmp_path):
     path = tmp_path / "scraped.csv"
     path.write_text("img,body,when,lat,lon\nhttp://x.org/a.png,text,2024-02-30,10,\n"

@@ -1,10 +1,15 @@
 """Step 1, clean: article HTML to plain text (trafilatura: main content without navigation and boilerplate),
-Unicode and whitespace normalised; empty and too-short articles are flagged."""
+Unicode and whitespace normalised; empty and too-short articles are flagged, overlong ones cut and flagged."""
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+
+CHARS_PER_TOKEN = 4
+DEFAULT_MAX_ARTICLE_TOKENS = 100_000
+"""An article's length bound: with the prompt it fits a 128k-token model (gpt-4o's context)."""
 
 _TAG = re.compile(r"<\s*(?:html|body|p|div|article|br|span|h[1-6]|section|a|ul|li|table)\b[^>]*>", re.IGNORECASE)
 _SPACES = re.compile(r"[^\S\n]+")
@@ -49,3 +54,18 @@ def article_problem(text: str, min_words: int) -> str | None:
     if words < min_words:
         return f"short article: {words} words (fewer than min_words={min_words})"
     return None
+
+
+def estimated_tokens(text: str) -> int:
+    """Tokens of `text`, estimated as characters / 4 (the usual rule for English BPE vocabularies): no tokenizer is
+    needed, whatever the backend."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def cut_article(text: str, max_tokens: int) -> tuple[str, str | None]:
+    """`text` cut to `max_tokens` estimated tokens, and why it was cut (None if it was not): a scraped page's error
+    dump or an endless listing would otherwise go whole to the model."""
+    if estimated_tokens(text) <= max_tokens:
+        return text, None
+    cut = text[: max_tokens * CHARS_PER_TOKEN]
+    return cut, f"long article: {len(text):,} characters cut to {len(cut):,} (max_article_tokens={max_tokens:,})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from earthvl.builders.gaia.annotate.clean import DEFAULT_MAX_ARTICLE_TOKENS
 from earthvl.builders.gaia.annotate.dedup import DEFAULT_MAX_DISTANCE
 from earthvl.builders.gaia.annotate.records import COLUMNS, column_mapping
 from earthvl.images import DEFAULT_MAX_PIXELS
@@ -29,6 +30,11 @@ class AnnotateGaiaArguments:
         default=1500,
         metadata={"help": "Summarise articles longer than this many tokens (estimated as characters / 4) before the "
                   "annotation, as the GAIA notebook's first step."},
+    )
+    max_article_tokens: int = field(
+        default=DEFAULT_MAX_ARTICLE_TOKENS,
+        metadata={"help": "Cut (and report) articles longer than this many tokens (estimated as characters / 4): "
+                  "with the prompt they fit a 128k-token model."},
     )
     filters: bool = field(
         default=False,
@@ -79,7 +85,7 @@ class AnnotateGaiaArguments:
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
     def __post_init__(self) -> None:
-        for name in ("min_words", "summarise_above", "image_side", "max_pixels", "max_chars"):
+        for name in ("min_words", "summarise_above", "max_article_tokens", "image_side", "max_pixels", "max_chars"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")

@@ -75,10 +75,10 @@ def annotate_gaia(
     backend = backend or make_backend(backend_args)
 
     for record in records:
-        record.text = clean.clean_article(record.article)
-        problem = clean.article_problem(record.text, args.min_words)
-        if problem:
-            report.flag("clean", record.id, problem)
+        record.text, cut = clean.cut_article(clean.clean_article(record.article), args.max_article_tokens)
+        for problem in (cut, clean.article_problem(record.text, args.min_words)):
+            if problem:
+                report.flag("clean", record.id, problem)
     report.count("clean", "html", sum(clean.looks_like_html(r.article) for r in records))
     report.count("clean", "out", len(records))
 

@@ -3,8 +3,7 @@ step), and the summary is what the annotation reads."""
 
 from __future__ import annotations
 
-import math
-
+from earthvl.builders.gaia.annotate.clean import estimated_tokens
 from earthvl.builders.gaia.annotate.prompts import Prompt
 from earthvl.builders.gaia.annotate.records import Record
 from earthvl.builders.gaia.annotate.report import AnnotationReport
@@ -16,15 +15,8 @@ from earthvl.llm.options import BackendArguments
 from earthvl.llm.runner import Job
 
 STEP = "summarise"
-CHARS_PER_TOKEN = 4
 MAX_TOKENS = 600
 """Default length limit of a summary."""
-
-
-def estimated_tokens(text: str) -> int:
-    """Tokens of `text` for the threshold, estimated as characters / 4 (the usual rule for English BPE vocabularies):
-    no tokenizer is needed, whatever the backend."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def summarise(
